@@ -1,0 +1,144 @@
+"""The worker-to-API contract: queue names, Redis keys, the job payload and events.
+
+Both sides import this module; it imports neither MLX nor a web framework.
+The worker turns generation into a sequence of small typed events; the API
+alone knows how an Anthropic or OpenAI SSE frame looks.
+"""
+
+from dataclasses import asdict, dataclass, field
+import json
+
+QUEUE_INTERACTIVE = "interactive"
+QUEUE_BACKGROUND = "background"
+# Listening order: a Claude Code turn never waits behind a background job's queue.
+QUEUES = (QUEUE_INTERACTIVE, QUEUE_BACKGROUND)
+
+KEY_PREFIX = "hearth"
+
+
+def events_key(job_id: str) -> str:
+    """The job's event log: a Redis Stream whose entry ids are `0-<seq>`."""
+    return f"{KEY_PREFIX}:events:{job_id}"
+
+
+def live_channel(job_id: str) -> str:
+    """The job's pub/sub channel: the same events, live, at most once."""
+    return f"{KEY_PREFIX}:live:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    """Set when a job is cancelled; the worker checks it before and during work."""
+    return f"{KEY_PREFIX}:cancel:{job_id}"
+
+
+def progress_key(job_id: str) -> str:
+    """Output tokens generated so far by a running job (written with each event)."""
+    return f"{KEY_PREFIX}:progress:{job_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    """A message batch: a hash of its timestamps, plus `:requests`, a list of custom_id/job id pairs."""
+    return f"{KEY_PREFIX}:batch:{batch_id}"
+
+
+BATCH_INDEX = f"{KEY_PREFIX}:batches"  # sorted set of batch ids by creation time
+
+
+def dedupe_key(fingerprint: str) -> str:
+    """The job serving a request body (per API key) while it is queued or running."""
+    return f"{KEY_PREFIX}:dedupe:{fingerprint}"
+
+
+def worker_heartbeat_key(worker_name: str) -> str:
+    """Exists while a worker process is alive (short TTL, refreshed by a thread)."""
+    return f"{KEY_PREFIX}:worker:{worker_name}"
+
+
+WORKER_HEARTBEAT_PATTERN = f"{KEY_PREFIX}:worker:*"
+
+
+def cache_stats_key(worker_name: str) -> str:
+    """JSON of the worker's prompt-cache counters per model, refreshed after each job."""
+    return f"{KEY_PREFIX}:cache-stats:{worker_name}"
+
+
+
+def stream_id(seq: int) -> str:
+    """Stream entry id of event `seq`: explicit ids make Last-Event-ID a plain number."""
+    return f"0-{seq}"
+
+
+def seq_of(stream_entry_id) -> int:
+    if isinstance(stream_entry_id, bytes):
+        stream_entry_id = stream_entry_id.decode()
+    return int(stream_entry_id.split("-", 1)[1])
+
+
+@dataclass
+class GenerationRequest:
+    """Everything the worker needs to run one model call; the job's only argument.
+
+    `messages` and `system` are already normalized by the API into the chat
+    template's shape (role/content dicts); `requested_model` is echoed back.
+    """
+
+    model: str
+    requested_model: str
+    messages: list
+    max_tokens: int
+    system: str | None = None
+    tools: list | None = None
+    enable_thinking: bool = False
+    thinking_budget: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_sequences: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenerationRequest":
+        return cls(**data)
+
+
+# Event types, in the order a job emits them:
+#   started      {input_tokens, cache_read_input_tokens}   prefill done
+#   block_start  {index, block: {type: text|thinking|tool_use, id?, name?}}
+#   delta        {index, delta: {type: text_delta|thinking_delta|signature_delta|input_json_delta, ...}}
+#   block_stop   {index}
+#   message_end  {stop_reason, stop_sequence, usage}            terminal: finished
+#   error        {error: {type, message}}                       terminal: failed or cancelled
+STARTED = "started"
+BLOCK_START = "block_start"
+DELTA = "delta"
+BLOCK_STOP = "block_stop"
+MESSAGE_END = "message_end"
+ERROR = "error"
+TERMINAL_EVENTS = frozenset({MESSAGE_END, ERROR})
+
+
+@dataclass
+class Event:
+    """One sequenced event of a job. `seq` starts at 1 and has no gaps."""
+
+    seq: int
+    type: str
+    data: dict
+
+    def to_json(self) -> str:
+        return json.dumps({"seq": self.seq, "type": self.type, "data": self.data}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw) -> "Event":
+        obj = json.loads(raw)
+        return cls(seq=obj["seq"], type=obj["type"], data=obj["data"])
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+
+def error_data(error_type: str, message: str) -> dict:
+    return {"error": {"type": error_type, "message": message}}
