@@ -1,0 +1,202 @@
+"""Build the tiny Qwen3-architecture model that Hearth ships and tests with.
+
+    python scripts/build_tiny_model.py                        # models/hearth-tiny
+    python scripts/build_tiny_model.py --variant coder --init-from models/hearth-tiny --iters 160
+
+Two variants cover both tool-call formats: `qwen3` (models/hearth-tiny) thinks
+in `<think>` and calls tools in Qwen3's JSON; `coder` (models/hearth-tiny-coder)
+uses Qwen3-Coder's template: no thinking, XML tool calls.
+
+Three steps, all deterministic for the committed corpus and seeds:
+1. a byte-level BPE tokenizer trained with `tokenizers` on
+   `models/tokenizer_corpus.txt` (English, Python and JSON, so token counts
+   resemble a real tokenizer's), with Qwen3's special tokens;
+2. a 2-layer Qwen3 model (2 layers, not 1: a 1-layer model prefills for free
+   on MLX and would make cache benchmarks meaningless);
+3. a short full fine-tune with mlx-lm's trainer on synthetic conversations
+   (`tiny_model_data.py`), so that it answers in `<think>`, then text, calls a
+   tool when asked, and ends its turn with `<|im_end|>`.
+
+`--refresh-corpus` rewrites the corpus from this Python's standard library.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_model_data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "models" / "tokenizer_corpus.txt"
+TEMPLATES = {"qwen3": Path(__file__).parent / "qwen3_chat_template.jinja",
+             "coder": Path(__file__).parent / "qwen3_coder_chat_template.jinja"}
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen3 keeps these as added (non-special) tokens: they decode as text.
+ADDED_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+STDLIB_MODULES = [
+    "argparse.py", "textwrap.py", "subprocess.py", "pathlib.py", "json/__init__.py", "json/decoder.py",
+    "http/server.py", "logging/__init__.py", "asyncio/streams.py", "unittest/case.py", "shutil.py",
+    "tempfile.py", "dataclasses.py", "functools.py", "email/message.py", "urllib/parse.py", "csv.py",
+]
+VOCAB_SIZE = 8192
+MODEL_CONFIG = {
+    "model_type": "qwen3",
+    "architectures": ["Qwen3ForCausalLM"],
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "intermediate_size": 384,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "rms_norm_eps": 1e-6,
+    "vocab_size": VOCAB_SIZE,
+    "max_position_embeddings": 65536,
+    "rope_theta": 1000000.0,
+    "tie_word_embeddings": True,
+}
+
+
+def refresh_corpus():
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    parts = [(stdlib / name).read_text(encoding="utf-8") for name in STDLIB_MODULES]
+    parts.append(tiny_model_data.tools_json())
+    CORPUS.write_text("\n\n".join(parts), encoding="utf-8")
+
+
+def train_tokenizer(out, variant):
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE - len(SPECIAL_TOKENS) - len(ADDED_TOKENS),
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    conversations = [json.dumps(c) for c in tiny_model_data.chat_examples(seed=1, count=300)]
+    tokenizer.train_from_iterator([CORPUS.read_text(encoding="utf-8"), *conversations], trainer)
+    tokenizer.add_tokens(ADDED_TOKENS)
+    tokenizer.save(str(out / "tokenizer.json"))
+    vocab = tokenizer.get_vocab()
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": MODEL_CONFIG["max_position_embeddings"],
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "chat_template": TEMPLATES[variant].read_text(encoding="utf-8"),
+        "clean_up_tokenization_spaces": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return vocab
+
+
+# A cap on each answer: trained on short conversations, the model may ramble
+# deep into a 20K-token Claude Code prompt before it ends its turn.
+MAX_NEW_TOKENS = 256
+
+
+def write_config(out, vocab):
+    config = dict(MODEL_CONFIG, eos_token_id=[vocab["<|im_end|>"], vocab["<|endoftext|>"]])
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(json.dumps({"max_new_tokens": MAX_NEW_TOKENS}, indent=2))
+
+
+def init_weights(out, init_from=None):
+    """Random weights, or another build's (same tokenizer) to fine-tune from."""
+    if init_from is not None:
+        if (init_from / "tokenizer.json").read_bytes() != (out / "tokenizer.json").read_bytes():
+            sys.exit(f"--init-from {init_from}: its tokenizer differs from the one just trained")
+        shutil.copy(init_from / "model.safetensors", out / "model.safetensors")
+        return
+    from mlx_lm.models import qwen3
+
+    mx.random.seed(0)
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(MODEL_CONFIG))
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+
+
+ANSWER_WINDOW = 64
+
+
+def answer_window_loss(model, batch, lengths):
+    """mlx-lm's `default_loss`, with the output layer applied only where the loss counts.
+
+    With the prompt masked, the 8192-way output layer over every prompt
+    position is most of a step's cost on a CPU; the answer sits in a window
+    after each example's prompt offset, so gather that window first.
+    """
+    import mlx.nn as nn
+
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    hidden = model.model(inputs)
+    width = min(ANSWER_WINDOW, inputs.shape[1])
+    starts = mx.maximum(lengths[:, 0:1] - 1, 0)
+    positions = mx.minimum(starts + mx.arange(width)[None], inputs.shape[1] - 1)
+    picked = mx.take_along_axis(hidden, positions[..., None], axis=1)
+    logits = model.model.embed_tokens.as_linear(picked)
+    steps = positions + 1
+    mask = mx.logical_and(steps >= lengths[:, 0:1], steps <= lengths[:, 1:])
+    mask = mx.logical_and(mask, mx.arange(width)[None] < (lengths[:, 1:] - starts))
+    ce = nn.losses.cross_entropy(logits, mx.take_along_axis(targets, positions, axis=1)) * mask
+    ntoks = mask.sum()
+    return ce.astype(mx.float32).sum() / ntoks, ntoks
+
+
+def fine_tune(out, iters, variant):
+    from mlx_lm import load
+    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    mx.random.seed(0)
+    np.random.seed(0)  # mlx-lm's batch iterator shuffles with numpy
+    model, tokenizer = load(str(out))
+    thinking = variant == "qwen3"
+    examples = tiny_model_data.chat_examples(seed=2, count=2000, thinking=thinking)
+    train_set = CacheDataset(ChatDataset(examples, tokenizer, mask_prompt=True))
+    valid_set = CacheDataset(ChatDataset(tiny_model_data.chat_examples(seed=3, count=64, thinking=thinking),
+                                         tokenizer, mask_prompt=True))
+    args = TrainingArgs(
+        batch_size=8, iters=iters, val_batches=4, steps_per_report=25, steps_per_eval=iters,
+        steps_per_save=iters + 1, max_seq_length=1024, adapter_file=str(out / "unused.safetensors"),
+    )
+    optimizer = optim.AdamW(learning_rate=optim.cosine_decay(3e-3, iters, 3e-4), weight_decay=0.0)
+    model.train()
+    train(model, optimizer, train_set, valid_set, args=args, loss=answer_window_loss)
+    (out / "unused.safetensors").unlink(missing_ok=True)
+    # float32: on a CPU, bfloat16 matmuls are slower, and the file is only ~6 MB.
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=sorted(TEMPLATES), default="qwen3")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--iters", type=int, default=250)
+    parser.add_argument("--refresh-corpus", action="store_true")
+    parser.add_argument("--init-from", type=Path, help="start from this build's weights (same tokenizer)")
+    args = parser.parse_args()
+    args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
+    if args.refresh_corpus or not CORPUS.exists():
+        refresh_corpus()
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    vocab = train_tokenizer(args.out, args.variant)
+    write_config(args.out, vocab)
+    init_weights(args.out, args.init_from)
+    fine_tune(args.out, args.iters, args.variant)
+    print(f"built {args.out}")
+
+
+if __name__ == "__main__":
+    main()
