@@ -1,0 +1,143 @@
+"""The worker's prompt cache for one model: the block index plus thin MLX glue.
+
+A lookup assembles an mlx-lm KV cache from the matched blocks (a copy of
+the reused K/V, far cheaper than recomputing it) and the caller prefills only
+the rest. After generation, the new tokens' K/V are cut into blocks and
+indexed. Models whose caches cannot be trimmed (rotating windows,
+state-space layers) cannot be assembled from blocks: for those, mlx-lm's own
+LRUPromptCache reuses exact snapshots.
+"""
+
+import copy
+from dataclasses import dataclass
+import logging
+
+import mlx.core as mx
+from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, make_prompt_cache
+
+from cache.block_index import BlockIndex
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_TOKENS = 128
+
+
+@dataclass
+class Lease:
+    """A looked-up cache: hand it to generation, then back to `store` (or `release`)."""
+
+    kv: list
+    reused: int
+    blocks: list
+
+
+class PromptCache:
+    def __init__(self, model, budget_bytes: int, block_tokens: int = DEFAULT_BLOCK_TOKENS):
+        self.model = model
+        self.index = BlockIndex(block_tokens, budget_bytes)
+        self.blockwise = can_trim_prompt_cache(make_prompt_cache(model))
+        self._snapshots = None if self.blockwise else LRUPromptCache(max_size=8, max_bytes=budget_bytes)
+
+    def lookup(self, tokens: list) -> Lease:
+        """The longest cached prefix, always leaving at least one token to prefill."""
+        if not self.blockwise:
+            kv, rest = self._snapshots.fetch_nearest_cache("model", tokens)
+            reused = len(tokens) - len(rest) if kv is not None else 0
+            self.index.record_lookup(len(tokens), reused)
+            return Lease(kv or make_prompt_cache(self.model), reused, [])
+        match = self.index.match(tokens, limit=len(tokens) - 1)
+        kv = self.assemble(match.blocks, match.length)
+        self.index.pin(match.blocks)
+        self.index.record_lookup(len(tokens), match.length)
+        return Lease(kv, match.length, match.blocks)
+
+    def assemble(self, blocks: list, length: int, start: int = 0) -> list:
+        """An mlx-lm KV cache holding tokens [start, length) of a chain of blocks.
+
+        `start` must fall on a block boundary (persistence writes suffixes).
+        """
+        kv = make_prompt_cache(self.model)
+        if not blocks or length <= start:
+            return kv
+        tail = length - sum(len(b.tokens) for b in blocks[:-1])
+        skip, first = 0, 0
+        while skip < start:
+            skip += len(blocks[first].tokens)
+            first += 1
+        for layer, layer_cache in enumerate(kv):
+            parts = [(b.payload[layer][0], b.payload[layer][1]) for b in blocks[first:-1]]
+            last_k, last_v = blocks[-1].payload[layer]
+            parts.append((last_k[..., :tail, :], last_v[..., :tail, :]))
+            layer_cache.state = (_concat([k for k, _ in parts]), _concat([v for _, v in parts]), length - start)
+        return kv
+
+    def snapshot(self, tokens: list, kv: list):
+        """For caches that cannot be trimmed: keep an exact copy at a segment boundary.
+
+        Typed "system" in mlx-lm's LRUPromptCache, which evicts those last.
+        """
+        if not self.blockwise and tokens:
+            self._snapshots.insert_cache("model", list(tokens), copy.deepcopy(kv), cache_type="system")
+
+    def adopt(self, kv: list, tokens: list, start: int = 0) -> bool:
+        """Index a KV cache made elsewhere (loaded from disk) holding tokens[start:].
+
+        With `start` > 0 the prefix must already be cached; returns False if it is not.
+        """
+        if start and self.index.match(tokens[:start]).length < start:
+            return False
+        layers = [c.state for c in kv]
+
+        def payload(begin, end):
+            if begin < start:
+                raise ValueError("persisted suffix does not cover this block")
+            parts = [(mx.contiguous(k[..., begin - start:end - start, :]), mx.contiguous(v[..., begin - start:end - start, :]))
+                     for k, v, _ in layers]
+            mx.eval(parts)
+            return parts, sum(k.nbytes + v.nbytes for k, v in parts)
+
+        self.index.insert(tokens, payload)
+        self.index.evict()
+        return True
+
+    def store(self, lease: Lease, tokens: list):
+        """Index what `lease.kv` now holds: the K/V of `tokens[:offset]`."""
+        try:
+            held = lease.kv[0].offset if lease.kv and hasattr(lease.kv[0], "offset") else 0
+            tokens = list(tokens[:held])
+            if not tokens:
+                return
+            if not self.blockwise:
+                self._snapshots.insert_cache("model", tokens, lease.kv)
+                return
+            layers = [c.state for c in lease.kv]
+
+            def payload(start, end):
+                parts = [(mx.contiguous(k[..., start:end, :]), mx.contiguous(v[..., start:end, :]))
+                         for k, v, _ in layers]
+                mx.eval(parts)
+                return parts, sum(k.nbytes + v.nbytes for k, v in parts)
+
+            self.index.insert(tokens, payload)
+        finally:
+            self.release(lease)
+
+    def release(self, lease: Lease):
+        if lease.blocks:
+            self.index.unpin(lease.blocks)
+            lease.blocks = []
+        self.index.evict()
+
+    def stats(self) -> dict:
+        c = self.index.counters
+        return {
+            "lookups": c.lookups, "hits": c.hits, "prompt_tokens": c.prompt_tokens,
+            "reused_tokens": c.reused_tokens, "evicted_blocks": c.evicted_blocks,
+            "blocks": len(self.index), "bytes": self.index.nbytes, "peak_bytes": self.index.peak_nbytes,
+            "budget_bytes": self.index.budget_bytes, "block_tokens": self.index.block_size,
+        }
+
+
+def _concat(arrays):
+    return arrays[0] if len(arrays) == 1 else mx.concatenate(arrays, axis=2)
+
