@@ -1,0 +1,181 @@
+"""One loaded model: render a request with its chat template, then generate.
+
+This and `cache/` glue are the only places that touch MLX. `mlx_lm.load`
+takes a local directory or a Hugging Face repo id alike.
+"""
+
+from dataclasses import dataclass
+import json
+import logging
+from pathlib import Path
+import time
+from typing import Callable, Iterator
+
+from jinja2 import TemplateError
+import mlx.core as mx
+from mlx_lm import load, stream_generate
+from mlx_lm.sample_utils import make_sampler
+
+from cache import persistence
+from cache.prompt_cache import PromptCache
+from hearth.contract import GenerationRequest
+from workers.tool_calls import tool_format_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderedPrompt:
+    tokens: list
+    # The template left `<think>` open, so output starts inside thinking.
+    opens_in_thinking: bool
+    # Tokens of the static segment (system prompt and tools); 0 when not computed.
+    static_tokens: int = 0
+
+
+@dataclass
+class Step:
+    text: str
+    token: int
+    generated_tokens: int
+    # None while generating; at the end "stop" (end token), "length" (the request's
+    # max_tokens) or "capped" (the model's own max_new_tokens, see _max_new_tokens).
+    finish_reason: str | None
+    # Prompt tokens taken from the prompt cache instead of being prefilled.
+    reused_tokens: int = 0
+
+
+def common_prefix_length(a: list, b: list) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _max_new_tokens(name: str) -> int | None:
+    """A local model directory may cap its output in generation_config.json (Hugging Face's file).
+
+    The bundled tiny model does: it was trained on short conversations and,
+    deep into a 20K-token Claude Code prompt, may ramble before it ends its turn.
+    """
+    path = Path(name) / "generation_config.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("max_new_tokens")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class Engine:
+    def __init__(self, name: str, cache_bytes: int, cache_dir: str = "", tools_first: bool = True):
+        started = time.perf_counter()
+        self.name = name
+        self.model, self.tokenizer = load(name)
+        self.prompt_cache = PromptCache(self.model, cache_bytes)
+        self.tool_format = tool_format_of(self.tokenizer.chat_template)
+        self.max_new_tokens = _max_new_tokens(name)
+        self._tools_first = tools_first
+        self._cache_dir = persistence.model_cache_dir(cache_dir, name) if cache_dir else None
+        if self._cache_dir:
+            persistence.load(self.prompt_cache, self._cache_dir, name)
+        self._warm_up()
+        log.info("loaded model %s in %.1fs", name, time.perf_counter() - started)
+
+    def save_cache(self):
+        if self._cache_dir:
+            persistence.save(self.prompt_cache, self._cache_dir, self.name)
+
+    def _warm_up(self):
+        # MLX builds its kernels on first use; pay for it here, not in the first request.
+        for _ in stream_generate(self.model, self.tokenizer, self.tokenizer.encode("hello"), max_tokens=2):
+            pass
+
+    def render(self, request: GenerationRequest) -> RenderedPrompt:
+        text = self._template(self._layout(request) + list(request.messages), request, add_generation_prompt=True)
+        tokens = self.encode(text)
+        static = 0 if self.prompt_cache.blockwise else self._static_segment(request, tokens)
+        return RenderedPrompt(tokens=tokens, opens_in_thinking=text.rstrip().endswith("<think>"),
+                              static_tokens=static)
+
+    def _layout(self, request: GenerationRequest) -> list:
+        """The leading system turns: tools first, then the conversation's own system prompt.
+
+        Anthropic caches tools, then system, then messages. Qwen3's templates
+        write the system prompt before the tools, so a subagent with its own
+        system prompt would share nothing with the main conversation; with the
+        tools in a leading system turn of their own, every conversation that
+        offers the same tools shares that (~16K-token) prefix.
+        """
+        if not request.system:
+            return []
+        if request.tools and self._tools_first:
+            return [{"role": "system", "content": ""}, {"role": "system", "content": request.system}]
+        return [{"role": "system", "content": request.system}]
+
+    def _template(self, messages: list, request: GenerationRequest, add_generation_prompt: bool) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(messages, tools=request.tools or None, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt,
+                                                      enable_thinking=request.enable_thinking)
+        except TemplateError:
+            if not self._tools_first or not request.tools:
+                raise
+            # This template refuses a second system turn: use the usual order from now on.
+            log.warning("model %s: chat template rejects tools before the system prompt", self.name)
+            self._tools_first = False
+            return self._template(self._layout(request) + list(request.messages), request, add_generation_prompt)
+
+    def _static_segment(self, request: GenerationRequest, tokens: list) -> int:
+        """Where system and tools end: the prompt's common prefix with one whose only turn is empty."""
+        probe = self.encode(self._template(self._layout(request) + [{"role": "user", "content": ""}], request, False))
+        return common_prefix_length(probe, tokens)
+
+    def _prefill_and_snapshot(self, tokens, start, end, kv, on_prefill_progress, step=2048) -> int:
+        """Prefill up to a segment boundary and keep an exact snapshot there (untrimmable caches)."""
+        for chunk in range(start, end, step):
+            self.model(mx.array(tokens[chunk:min(end, chunk + step)])[None], cache=kv)
+            mx.eval([c.state for c in kv])
+            if on_prefill_progress:
+                on_prefill_progress(min(end, chunk + step), len(tokens))
+        self.prompt_cache.snapshot(tokens[:end], kv)
+        return end
+
+    def encode(self, text: str) -> list:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def generate(
+        self,
+        prompt_tokens: list,
+        request: GenerationRequest,
+        on_prefill_progress: Callable[[int, int], None] | None = None,
+        static_tokens: int = 0,
+    ) -> Iterator[Step]:
+        sampler = make_sampler(temp=request.temperature, top_p=request.top_p, top_k=request.top_k)
+        max_tokens = min(request.max_tokens, self.max_new_tokens or request.max_tokens)
+        lease = self.prompt_cache.lookup(prompt_tokens)
+        log.info("cache hit: reused %d of %d tokens (%.0f%%)", lease.reused, len(prompt_tokens),
+                 100.0 * lease.reused / max(len(prompt_tokens), 1))
+        generated, start = [], lease.reused
+        try:
+            if static_tokens > start + 1 and not self.prompt_cache.blockwise:
+                start = self._prefill_and_snapshot(prompt_tokens, start, static_tokens, lease.kv, on_prefill_progress)
+            for response in stream_generate(
+                self.model,
+                self.tokenizer,
+                prompt_tokens[start:],
+                max_tokens=max_tokens,
+                sampler=sampler,
+                prompt_cache=lease.kv,
+                prompt_progress_callback=on_prefill_progress,
+            ):
+                generated.append(response.token)
+                finish = response.finish_reason
+                if finish == "length" and max_tokens < request.max_tokens:
+                    # The model's cap, not the client's limit: Claude Code treats max_tokens as an error.
+                    log.info("answer capped at %d tokens by %s's generation_config.json", max_tokens, self.name)
+                    finish = "capped"
+                yield Step(response.text, response.token, response.generation_tokens, finish, lease.reused)
+        finally:
+            # Also after a cancel: whatever was computed is worth keeping.
+            self.prompt_cache.store(lease, prompt_tokens + generated)

@@ -1,0 +1,70 @@
+"""Publish a job's events: log (Redis Stream) and live (pub/sub), one round trip each.
+
+The same pipeline also reads the job's cancel flag, so checking for a cancel
+between tokens costs no extra round trip.
+"""
+
+import logging
+import time
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hearth.contract import Event, cancel_key, events_key, live_channel, progress_key, stream_id
+
+log = logging.getLogger(__name__)
+
+# Backoff between attempts while Redis is unreachable (about 15 s in all), then the job fails.
+RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
+
+
+class EventPublisher:
+    def __init__(self, redis, job_id: str, ttl: int):
+        self._redis = redis
+        self._job_id = job_id
+        self._ttl = ttl
+        self.seq = 0
+        self.cancel_requested = False
+        # Output tokens so far: stored with each event, for GET /v1/jobs/{id}.
+        self.output_tokens = 0
+
+    def publish(self, event_type: str, data: dict) -> Event:
+        self.seq += 1
+        event = Event(self.seq, event_type, data)
+        raw = event.to_json()
+        added, *_, cancelled = self._send(raw)
+        if isinstance(added, ResponseError) and "equal or smaller" not in str(added):
+            raise added  # "equal or smaller": an earlier attempt did add it before the connection broke
+        self.cancel_requested = self.cancel_requested or bool(cancelled)
+        return event
+
+    def _send(self, raw: str) -> list:
+        """One round trip; retried through a Redis restart (the log's explicit ids make it idempotent)."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.xadd(events_key(self._job_id), {"e": raw}, id=stream_id(self.seq))
+                pipe.expire(events_key(self._job_id), self._ttl)
+                pipe.publish(live_channel(self._job_id), raw)
+                pipe.set(progress_key(self._job_id), self.output_tokens, ex=self._ttl)
+                pipe.exists(cancel_key(self._job_id))
+                return pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError):
+                if delay is None:
+                    raise
+                log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, self.seq, delay)
+                time.sleep(delay)
+
+    def refresh_cancel(self) -> bool:
+        """Read the cancel flag on its own (before work starts, during prefill)."""
+        if not self.cancel_requested:
+            self.cancel_requested = bool(self._redis.exists(cancel_key(self._job_id)))
+        return self.cancel_requested
+
+    def publish_final(self, event_type: str, data: dict):
+        """The terminal event of a failing job: best effort, never raises over the real error."""
+        try:
+            self.publish(event_type, data)
+        except Exception:  # noqa: BLE001 - the job's own error is what matters
+            log.warning("job %s: could not publish its terminal event", self._job_id, exc_info=True)

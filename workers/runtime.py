@@ -1,0 +1,45 @@
+"""What a job needs from the resident worker process: its models and its stop signal.
+
+rq calls job functions by import path with only the job's arguments, so the
+worker installs its runtime here once at start-up; tests install a fake one.
+"""
+
+from dataclasses import dataclass, field
+import threading
+from typing import Callable
+
+from hearth.settings import Settings
+
+
+class ModelNotLoaded(LookupError):
+    pass
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engines: dict
+    # Set by rq's stop-job command (through the worker's `kill_horse`).
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    # Tells rq that the current job was stopped on purpose (ends STOPPED, not FAILED).
+    mark_stopped: Callable[[str], None] = lambda job_id: None
+
+    def engine_for(self, model: str):
+        try:
+            return self.engines[model]
+        except KeyError:
+            raise ModelNotLoaded(f"model {model!r} is not loaded by this worker") from None
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime | None):
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("no Hearth runtime installed: jobs run inside `hearth worker`")
+    return _current
