@@ -1,0 +1,173 @@
+"""The API's side of the queue: enqueue, cancel and inspect jobs with rq.
+
+rq is synchronous, so handlers call these through a thread
+(`starlette.concurrency.run_in_threadpool`). The job function is named by its
+import path: the API never imports the worker's code.
+"""
+
+import contextlib
+from dataclasses import dataclass
+import logging
+import secrets
+
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.results import Result
+
+from api.errors import Conflict, JobFailed, NotFound, QueueUnavailable
+from api.job_views import STATUS
+from hearth.contract import (
+    QUEUE_INTERACTIVE,
+    QUEUES,
+    WORKER_HEARTBEAT_PATTERN,
+    cancel_key,
+    worker_heartbeat_key,
+)
+from hearth.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "workers.jobs.run_message_job"
+COUNT_TOKENS_FUNCTION = "workers.jobs.count_tokens_job"
+WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+@dataclass
+class JobState:
+    status: str | None  # an rq JobStatus value, or None once the job has expired
+    worker_alive: bool  # for a started job: does its worker still beat?
+
+
+class JobQueue:
+    def __init__(self, connection: Redis, settings: Settings):
+        self.connection = connection
+        self.settings = settings
+        self.queues = {name: Queue(name, connection=connection) for name in QUEUES}
+
+    @staticmethod
+    def new_job_id() -> str:
+        # Unguessable: a job id is all it takes to read a job's output.
+        return secrets.token_hex(16)
+
+    def enqueue(self, job_id: str, request: dict, priority: str = QUEUE_INTERACTIVE, description: str = "",
+                function: str = JOB_FUNCTION, meta: dict | None = None, result_ttl: int | None = None,
+                owner: str | None = None) -> str:
+        """Enqueue under an id chosen beforehand, so its feed can be opened first.
+
+        `owner` (a hash of the caller's API key) keeps the job visible to its submitter only.
+        """
+        ttl = result_ttl or self.settings.result_ttl
+        meta = dict(meta or {}, owner=owner)
+        self.queues[priority].enqueue(
+            function,
+            request,
+            job_id=job_id,
+            job_timeout=self.settings.job_timeout,
+            result_ttl=ttl,
+            failure_ttl=ttl,
+            description=description or function,
+            meta=meta,
+        )
+        return job_id
+
+    def recent(self, status: str | None = None, limit: int = 20, after_id: str | None = None,
+               owner: str | None = None) -> tuple[list, bool]:
+        """Message jobs of both queues, newest first; `after_id` pages on. Returns (jobs, has_more)."""
+        ids = set()
+        for queue in self.queues.values():
+            ids.update(queue.get_job_ids())
+            for registry in (queue.started_job_registry, queue.finished_job_registry,
+                             queue.failed_job_registry, queue.canceled_job_registry):
+                ids.update(registry.get_job_ids())
+        jobs = [j for j in Job.fetch_many(sorted(ids), connection=self.connection)
+                if j is not None and j.func_name == JOB_FUNCTION and (owner is None or j.meta.get("owner") == owner)]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        if status:
+            jobs = [j for j in jobs if STATUS.get(j.get_status(refresh=False)) == status]
+        if after_id:
+            position = next((i for i, j in enumerate(jobs) if j.id == after_id), None)
+            if position is None:
+                raise NotFound(f"after_id {after_id}: no such job in this listing")
+            jobs = jobs[position + 1:]
+        return jobs[:limit], len(jobs) > limit
+
+    def wait_for_result(self, job_id: str, timeout: float):
+        """Block until a short job returns (rq's result stream, no polling)."""
+        result = self.fetch(job_id).latest_result(timeout=max(1, int(timeout)))
+        if result is None:
+            self.cancel_quietly(job_id)
+            raise QueueUnavailable(f"job {job_id} did not finish within {timeout:.0f}s: is a worker running?")
+        if result.type != Result.Type.SUCCESSFUL:
+            raise JobFailed({"type": "api_error", "message": (result.exc_string or "job failed").strip().splitlines()[-1]})
+        return result.return_value
+
+    def claim(self, key: str, job_id: str) -> str | None:
+        """Record `job_id` as serving `key`, unless a job still queued or running does: return that one."""
+        for _ in range(3):
+            if self.connection.set(key, job_id, nx=True, ex=self.settings.event_ttl):
+                return None
+            existing = self.connection.get(key)
+            if existing is None:
+                continue  # expired meanwhile
+            existing = existing.decode()
+            if self.state(existing).status in ("queued", "started") and not self.connection.exists(cancel_key(existing)):
+                return existing
+            self.connection.set(key, job_id, ex=self.settings.event_ttl)
+            return None
+        return None
+
+    def fetch(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; another key's job is as invisible as a missing one."""
+        try:
+            job = Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            job = None
+        if job is None or (owner is not None and job.meta.get("owner") != owner):
+            raise NotFound(f"job {job_id} not found (it may have expired)")
+        return job
+
+    def cancel(self, job_id: str, owner: str | None = None) -> str:
+        """Cancel a job: a waiting one never runs, a running one stops at its next token."""
+        job = self.fetch(job_id, owner)
+        status = job.get_status()
+        if status in TERMINAL:
+            raise Conflict(f"job {job_id} already ended ({status.value})")
+        # The flag covers every race: a job dequeued but not yet started sees it first thing.
+        self.connection.set(cancel_key(job_id), 1, ex=self.settings.event_ttl)
+        if status in WAITING:
+            # InvalidJobOperation: it was cancelled meanwhile.
+            with contextlib.suppress(InvalidJobOperation):
+                job.cancel()
+        elif status == JobStatus.STARTED:
+            # InvalidJobOperation: between dequeue and start, where the flag stops it.
+            with contextlib.suppress(InvalidJobOperation):
+                send_stop_job_command(self.connection, job_id)
+        log.info("job %s: cancel requested while %s", job_id, status.value)
+        return status.value
+
+    def cancel_quietly(self, job_id: str):
+        """For a client that went away: cancel unless the job already ended."""
+        try:
+            self.cancel(job_id)
+        except (Conflict, NotFound):
+            pass
+
+    def state(self, job_id: str) -> JobState:
+        try:
+            job = Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            return JobState(status=None, worker_alive=False)
+        status = job.get_status()
+        alive = True
+        if status == JobStatus.STARTED and job.worker_name:
+            alive = bool(self.connection.exists(worker_heartbeat_key(job.worker_name)))
+        return JobState(status=status.value, worker_alive=alive)
+
+    def live_workers(self) -> list[str]:
+        prefix = WORKER_HEARTBEAT_PATTERN[:-1]
+        keys = self.connection.scan_iter(match=WORKER_HEARTBEAT_PATTERN, count=100)
+        return sorted(k.decode()[len(prefix):] for k in keys)

@@ -1,0 +1,83 @@
+"""POST /v1/messages: Anthropic Messages, streaming or not.
+
+Streaming sends `message_start` at once and pings while the prompt is
+prefilled, then the job's events in Anthropic's order; it ends with
+`message_stop` or an `error` event. A client that goes away cancels its job.
+"""
+
+import anyio
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api import anthropic_sse
+from api.anthropic_request import decode_json_body, parse_messages_request
+from api.errors import JobFailed, RequestTimedOut
+from api.relay import finish, job_events, read_body, start_job
+from hearth.contract import ERROR, MESSAGE_END
+from hearth.message import MessageAssembler
+
+# How long a stream may block on a client that does not read before it is dropped.
+SEND_TIMEOUT = 30.0
+
+
+async def create_message(request: Request):
+    state = request.app.state
+    body = decode_json_body(await read_body(request, state.settings.max_body_bytes))
+    job_request, stream = parse_messages_request(body, state.router)
+    feed = await start_job(request, job_request)
+    if stream:
+        frames = stream_message(state.jobs, feed, job_request.requested_model)
+        return EventSourceResponse(frames, send_timeout=SEND_TIMEOUT)
+    return await wait_for_message(request, state.jobs, feed, job_request.requested_model)
+
+
+async def anthropic_frames(jobs, feed):
+    """A job's events as Anthropic SSE frames, with a ping on every quiet tick."""
+    async for event in job_events(jobs, feed):
+        if event is None:
+            yield anthropic_sse.ping()
+            continue
+        for frame in anthropic_sse.frames(event):
+            yield frame
+
+
+async def stream_message(jobs, feed, model: str):
+    try:
+        yield anthropic_sse.message_start(feed.job_id, model)
+        async for frame in anthropic_frames(jobs, feed):
+            yield frame
+    finally:
+        await finish(jobs, feed)
+
+
+async def collect(request: Request, jobs, feed):
+    """Wait for a job's end: (assembled blocks, message_end data). Raises JobFailed on an error.
+
+    Past HEARTH_REQUEST_TIMEOUT the job is cancelled: long work belongs in a stream or /v1/jobs.
+    """
+    assembler = MessageAssembler()
+    timeout = request.app.state.settings.request_timeout
+    try:
+        with anyio.move_on_after(timeout):
+            async for event in job_events(jobs, feed):
+                if event is None:
+                    if await request.is_disconnected():
+                        return None, None
+                    continue
+                assembler.apply(event)
+                if event.type == ERROR:
+                    raise JobFailed(event.data["error"])
+                if event.type == MESSAGE_END:
+                    return assembler.blocks, event.data
+        raise RequestTimedOut(f"no answer within {timeout:.0f}s; the job was cancelled. "
+                              "Stream the response (\"stream\": true) or submit it to /v1/jobs")
+    finally:
+        await finish(jobs, feed)
+
+
+async def wait_for_message(request: Request, jobs, feed, model: str):
+    blocks, end = await collect(request, jobs, feed)
+    if end is None:
+        return JSONResponse({}, status_code=499)  # nobody is listening
+    return JSONResponse(anthropic_sse.final_message(feed.job_id, model, blocks, end))
