@@ -1,0 +1,144 @@
+"""Real processes: a private redis-server, `hearth worker` and `hearth api` (gunicorn).
+
+Nothing here touches the Redis on 6379 or port 8080: every server gets a free port.
+The fast model (claude-haiku-*) is an untrained copy of the bundled model that
+can never emit a special token (no end, no thinking, no tool call): a long
+generation to cancel or preempt on demand.
+"""
+
+import json
+import os
+from pathlib import Path
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from redis import Redis
+
+from hearth.settings import BUNDLED_MODEL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20):
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: `apt-get install redis-server` or `brew install redis`")
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(data)], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: Redis.from_url(url).ping(), 10, "redis-server")
+    yield url
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def babbler_model(tmp_path_factory) -> str:
+    """The bundled model's tokenizer and config with random weights that never pick a special token."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import qwen3
+
+    target = tmp_path_factory.mktemp("babbler")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(BUNDLED_MODEL) / name, target / name)
+    config = json.loads((target / "config.json").read_text())
+    mx.random.seed(7)
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
+    # Tied embeddings: a zero row gives its token a logit of 0, and scaling the
+    # others tenfold puts the top logits ~40 above it, so sampling never picks it.
+    special = [added["id"] for added in json.loads((target / "tokenizer.json").read_text())["added_tokens"]]
+    weight = model.model.embed_tokens.weight * 10
+    weight[mx.array(special)] = 0
+    model.model.embed_tokens.weight = weight
+    mx.save_safetensors(str(target / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    return str(target)
+
+
+CODER_MODEL = str(REPO / "models" / "hearth-tiny-coder")
+
+
+@pytest.fixture(scope="session")
+def hearth_env(redis_url, babbler_model, tmp_path_factory):
+    port = free_port()
+    # The Qwen3-Coder variant is served under an alias, as a user would configure it.
+    aliases = tmp_path_factory.mktemp("aliases") / "aliases.json"
+    aliases.write_text(json.dumps({"qwen3-coder": CODER_MODEL}))
+    env = dict(os.environ, REDIS_URL=redis_url, HEARTH_PORT=str(port), HEARTH_FAST_MODEL=babbler_model,
+               HEARTH_ALIASES=str(aliases),
+               HEARTH_PING_INTERVAL="0.5", HEARTH_HEARTBEAT_TTL="3", HEARTH_LOG_LEVEL="INFO",
+               HEARTH_HOME=str(tmp_path_factory.mktemp("home")))
+    env.pop("HEARTH_MODEL", None)
+    return env
+
+
+class Hearth:
+    def __init__(self, env, logs: Path):
+        self.env = env
+        self.logs = logs
+        self.base_url = f"http://127.0.0.1:{env['HEARTH_PORT']}"
+        self.redis = Redis.from_url(env["REDIS_URL"])
+        self.worker = None
+        self.api = None
+
+    def start_worker(self):
+        log = open(self.logs / "worker.log", "ab")
+        self.worker = subprocess.Popen([sys.executable, "-m", "hearth.cli", "worker"], env=self.env, cwd=REPO,
+                                       stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: httpx.get(self.base_url + "/healthz").status_code == 200 if self.api else
+                   bool(self.redis.keys("hearth:worker:*")), 120, "hearth worker")
+
+    def start_api(self):
+        log = open(self.logs / "api.log", "ab")
+        self.api = subprocess.Popen([sys.executable, "-m", "hearth.cli", "api"], env=self.env, cwd=REPO,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        wait_until(lambda: httpx.get(self.base_url + "/v1/models").status_code == 200, 60, "hearth api")
+
+    def stop(self):
+        for process in (self.api, self.worker):
+            if process:
+                stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def hearth(hearth_env, tmp_path_factory):
+    running = Hearth(hearth_env, tmp_path_factory.mktemp("logs"))
+    running.start_api()
+    running.start_worker()
+    yield running
+    running.stop()

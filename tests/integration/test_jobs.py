@@ -1,0 +1,132 @@
+"""Background jobs, batches and duplicate suppression with the real worker and Redis."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import anthropic
+import httpx
+import pytest
+
+from tests.conftest import poll_job, sse_frames
+
+pytestmark = pytest.mark.integration
+
+MAIN = "claude-opus-4-6"
+BABBLER = "claude-haiku-4-5"  # never ends by itself
+REQUEST = {"model": MAIN, "max_tokens": 60, "temperature": 0, "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def http(hearth):
+    with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
+        yield client
+
+
+
+
+def babble(http, priority="background"):
+    request = {"model": BABBLER, "max_tokens": 100_000, "messages": [{"role": "user", "content": "go"}]}
+    return http.post("/v1/jobs", json={"request": request, "priority": priority}).json()["id"]
+
+
+def test_submit_and_poll_equals_streaming(hearth, http):
+    job_id = http.post("/v1/jobs", json={"request": REQUEST, "metadata": {"agent": "nightly"}}).json()["id"]
+    polled = poll_job(http, job_id)["message"]
+    sdk = anthropic.Anthropic(base_url=hearth.base_url, api_key="x", max_retries=0)
+    request = dict(REQUEST)
+    streamed = sdk.messages.create(extra_body={"temperature": request.pop("temperature")}, **request)
+    assert [b["type"] for b in polled["content"]] == [b.type for b in streamed.content]
+    assert polled["content"][-1]["text"] == streamed.content[-1].text
+
+
+def test_cancel_a_queued_job_and_a_running_one(hearth, http):
+    running = babble(http)
+    poll_job(http, running, until=("started",))
+    queued = http.post("/v1/jobs", json={"request": REQUEST}).json()["id"]
+    assert http.get(f"/v1/jobs/{queued}").json()["status"] == "queued"
+    assert http.delete(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
+    started = time.monotonic()
+    assert http.post(f"/v1/jobs/{running}/cancel").status_code == 200
+    view = poll_job(http, running)
+    assert view["status"] == "cancelled" and time.monotonic() - started < 5
+    time.sleep(0.5)
+    assert http.get(f"/v1/jobs/{queued}").json()["started_at"] is None, "a cancelled queued job ran"
+    assert http.delete(f"/v1/jobs/{running}").status_code == 409
+
+
+def test_resume_an_event_stream_midway(hearth, http):
+    job_id = http.post("/v1/jobs", json={"request": REQUEST, "priority": "interactive"}).json()["id"]
+    poll_job(http, job_id)
+    whole = http.get(f"/v1/jobs/{job_id}/events").text
+    ids = [int(line[4:]) for line in whole.splitlines() if line.startswith("id: ")]
+    cut = ids[len(ids) // 2]
+    rest = http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(cut)}).text
+    rest_ids = [int(line[4:]) for line in rest.splitlines() if line.startswith("id: ")]
+    assert rest_ids[0] == cut + 1 and sorted(set(i for i in ids if i <= cut) | set(rest_ids)) == sorted(set(ids))
+    frames = sse_frames(whole)
+    joined = [f for f in frames if f["id"] is None or f["id"] <= cut] + sse_frames(rest)
+    assert joined == frames
+
+
+def test_a_live_event_stream_resumes_while_the_job_runs(hearth, http):
+    job_id = babble(http, priority="interactive")
+    seen = []
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                seen.append(int(line[4:]))
+            if len(seen) >= 5:
+                break
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(seen[-1])}) as response:
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                assert int(line[4:]) == seen[-1] + 1
+                break
+    # Watching is passive: the job kept running after both watchers left.
+    assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "started"
+    http.delete(f"/v1/jobs/{job_id}")
+    poll_job(http, job_id)
+
+
+def test_batches_through_the_anthropic_sdk(hearth):
+    sdk = anthropic.Anthropic(base_url=hearth.base_url, api_key="x", max_retries=0)
+    batch = sdk.messages.batches.create(requests=[{"custom_id": f"q{i}", "params": REQUEST} for i in range(3)])
+    deadline = time.monotonic() + 90
+    while batch.processing_status != "ended" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        batch = sdk.messages.batches.retrieve(batch.id)
+    assert batch.request_counts.succeeded == 3
+    results = list(sdk.messages.batches.results(batch.id))
+    assert sorted(r.custom_id for r in results) == ["q0", "q1", "q2"]
+    assert all(r.result.type == "succeeded" and r.result.message.content for r in results)
+
+
+def test_duplicate_requests_attach_to_one_job(hearth, http):
+    request = {"model": BABBLER, "max_tokens": 600, "messages": [{"role": "user", "content": "same thing twice"}]}
+    before = len(hearth.redis.keys("rq:job:*"))
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(http.post("/v1/messages", json=request).json()))
+               for _ in range(2)]
+    threads[0].start()
+    time.sleep(0.3)
+    threads[1].start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 2 and answers[0]["id"] == answers[1]["id"]
+    assert len(hearth.redis.keys("rq:job:*")) == before + 1
+
+
+def test_rq_info_shows_jobs_of_both_queues(hearth, http):
+    running = babble(http)
+    poll_job(http, running, until=("started",))
+    waiting = [http.post("/v1/jobs", json={"request": REQUEST, "priority": p}).json()["id"]
+               for p in ("interactive", "background")]
+    output = subprocess.run([sys.executable, "-m", "rq.cli", "info", "-u", hearth.env["REDIS_URL"]],
+                            capture_output=True, text=True, timeout=30).stdout
+    lines = {line.split("|")[0].strip(): line for line in output.splitlines() if "|" in line}
+    assert "1" in lines["interactive"] and "1" in lines["background"], output
+    assert "busy" in output
+    for job_id in [*waiting, running]:
+        http.delete(f"/v1/jobs/{job_id}")

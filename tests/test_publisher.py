@@ -1,0 +1,67 @@
+"""The worker's event publisher: one round trip per event, retried through a Redis blip."""
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError
+
+from hearth.contract import Event, cancel_key, events_key
+from workers import publisher as publisher_module
+from workers.publisher import EventPublisher
+
+
+class FlakyPipelines:
+    """Redis whose next `failures` pipeline executions fail, the first one after the writes landed."""
+
+    def __init__(self, redis, failures):
+        self.redis, self.failures = redis, failures
+
+    def pipeline(self, transaction=False):
+        real = self.redis.pipeline(transaction=transaction)
+        outer = self
+
+        class Pipe:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, raise_on_error=True):
+                if outer.failures:
+                    outer.failures -= 1
+                    if outer.failures == 0:
+                        real.execute()  # the writes happened; only the reply was lost
+                    raise ConnectionError("connection reset")
+                return real.execute(raise_on_error=raise_on_error)
+
+        return Pipe()
+
+    def __getattr__(self, name):
+        return getattr(self.redis, name)
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(publisher_module.time, "sleep", lambda s: None)
+
+
+def test_events_survive_a_redis_blip_without_gaps_or_duplicates():
+    redis = fakeredis.FakeRedis()
+    publisher = EventPublisher(FlakyPipelines(redis, failures=3), "job1", ttl=60)
+    for i in range(3):
+        publisher.publish("delta", {"i": i})
+    events = [Event.from_json(f[b"e"]) for _, f in redis.xrange(events_key("job1"))]
+    assert [(e.seq, e.data["i"]) for e in events] == [(1, 0), (2, 1), (3, 2)]
+
+
+def test_a_long_outage_fails_the_job():
+    publisher = EventPublisher(FlakyPipelines(fakeredis.FakeRedis(), failures=100), "job1", ttl=60)
+    with pytest.raises(ConnectionError):
+        publisher.publish("delta", {})
+
+
+def test_the_cancel_flag_rides_on_the_same_round_trip():
+    redis = fakeredis.FakeRedis()
+    publisher = EventPublisher(redis, "job1", ttl=60)
+    publisher.publish("delta", {})
+    assert not publisher.cancel_requested
+    redis.set(cancel_key("job1"), 1)
+    publisher.publish("delta", {})
+    assert publisher.cancel_requested

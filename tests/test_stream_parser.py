@@ -1,0 +1,172 @@
+import json
+
+import pytest
+
+from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event
+from hearth.message import MessageAssembler
+from workers.stream_parser import BlockDelta, BlockStart, BlockStop, StreamParser, ToolCallError
+
+
+def assemble(pieces, **options):  # noqa: C901
+    """Feed pieces; return the assembled blocks, checking the event order as a client would."""
+    parser = StreamParser(**options)
+    events = []
+    for piece in pieces:
+        events += parser.feed(piece)
+    events += parser.finish()
+    assembler, open_index, seq = MessageAssembler(), None, 0
+    for item in events:
+        seq += 1
+        if isinstance(item, BlockStart):
+            assert open_index is None, "a block started before the previous one stopped"
+            open_index = item.index
+            assembler.apply(Event(seq, BLOCK_START, {"index": item.index, "block": item.block}))
+        elif isinstance(item, BlockDelta):
+            assert item.index == open_index
+            assembler.apply(Event(seq, DELTA, {"index": item.index, "delta": item.delta}))
+        else:
+            assert isinstance(item, BlockStop) and item.index == open_index
+            open_index = None
+            assembler.apply(Event(seq, BLOCK_STOP, {"index": item.index}))
+    assert open_index is None
+    return assembler.blocks, parser
+
+
+def split_at(text, cut):
+    return [text[:cut], text[cut:]]
+
+
+ANSWER = "<think>\nThe user greets me.\n</think>\n\nHello! How can I help?"
+
+
+@pytest.mark.parametrize("cut", range(len(ANSWER) + 1))
+def test_think_tags_split_at_every_position(cut):
+    blocks, _ = assemble(split_at(ANSWER, cut))
+    assert [b["type"] for b in blocks] == ["thinking", "text"]
+    assert blocks[0]["thinking"].strip() == "The user greets me."
+    assert blocks[0]["signature"]
+    assert blocks[1]["text"] == "Hello! How can I help?"
+
+
+def test_one_character_at_a_time():
+    blocks, _ = assemble(list(ANSWER))
+    assert [b["type"] for b in blocks] == ["thinking", "text"]
+    assert blocks[1]["text"] == "Hello! How can I help?"
+
+
+def test_output_that_starts_inside_thinking():
+    blocks, _ = assemble(["I should answer.", "\n</thi", "nk>\n\nYes."], in_thinking=True)
+    assert blocks[0] == {"type": "thinking", "thinking": "I should answer.\n", "signature": "hearth-local"}
+    assert blocks[1] == {"type": "text", "text": "Yes."}
+
+
+def test_model_that_never_thinks():
+    blocks, _ = assemble(["Just ", "an answer", " with a < sign"])
+    assert blocks == [{"type": "text", "text": "Just an answer with a < sign"}]
+
+
+def test_think_tag_after_text_is_plain_text():
+    blocks, _ = assemble(["Use the ", "<think>", " tag"])
+    assert blocks == [{"type": "text", "text": "Use the <think> tag"}]
+
+
+def test_thinking_disabled_keeps_tags_as_text():
+    blocks, _ = assemble(["<think>x</think>y"], thinking_enabled=False)
+    assert blocks == [{"type": "text", "text": "<think>x</think>y"}]
+
+
+def test_forced_close_of_thinking():
+    parser = StreamParser(in_thinking=True)
+    events = parser.feed("a long thought")
+    events += parser.close_thinking()
+    events += parser.feed("The answer.")
+    events += parser.finish()
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["BlockStart", "BlockDelta", "BlockDelta", "BlockStop", "BlockStart", "BlockDelta", "BlockStop"]
+    assert events[-2].delta == {"type": "text_delta", "text": "The answer."}
+
+
+CALLS = (
+    '<think>\nI will call it.\n</think>\n\n<tool_call>\n{"name": "Bash", "arguments": {"command": "ls"}}\n</tool_call>'
+    '\n<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.py"}}\n</tool_call>'
+)
+
+
+@pytest.mark.parametrize("cut", range(0, len(CALLS) + 1, 3))
+def test_json_tool_calls_split_anywhere(cut):
+    blocks, parser = assemble(split_at(CALLS, cut))
+    assert [b["type"] for b in blocks] == ["thinking", "tool_use", "tool_use"]
+    assert blocks[1]["name"] == "Bash" and blocks[1]["input"] == {"command": "ls"}
+    assert blocks[2]["name"] == "Read" and blocks[2]["input"] == {"file_path": "a.py"}
+    assert blocks[1]["id"].startswith("toolu_") and blocks[1]["id"] != blocks[2]["id"]
+    assert parser.tool_calls == 2
+
+
+def test_text_before_a_tool_call():
+    blocks, _ = assemble(['Let me look.\n<tool_call>{"name": "LS", "arguments": "{\\"path\\": \\".\\"}"}</tool_call>'])
+    assert blocks[0] == {"type": "text", "text": "Let me look.\n"}
+    assert blocks[1]["input"] == {"path": "."}
+
+
+def test_unterminated_tool_call_is_kept_as_text():
+    blocks, parser = assemble(['<tool_call>{"name": "Bash", "argu'])
+    assert blocks == [{"type": "text", "text": '<tool_call>{"name": "Bash", "argu'}]
+    assert parser.tool_calls == 0
+
+
+def test_malformed_tool_call_raises():
+    with pytest.raises(ToolCallError):
+        assemble(["<tool_call>not json</tool_call>"])
+
+
+def test_input_json_deltas_join_into_the_arguments():
+    parser = StreamParser()
+    events = parser.feed('<tool_call>{"name": "Bash", "arguments": {"command": "echo \\"hi\\""}}</tool_call>')
+    deltas = "".join(e.delta["partial_json"] for e in events if isinstance(e, BlockDelta))
+    assert json.loads(deltas) == {"command": 'echo "hi"'}
+
+
+def test_json_arguments_stream_before_the_call_is_closed():
+    parser = StreamParser()
+    events = []
+    for piece in ['<tool_call>\n{"name": "Write", "arguments": {"path": "a.py", ', '"content": "print(1)\\n', 'print(2)"', "}}"]:
+        events += parser.feed(piece)
+    start = [e for e in events if isinstance(e, BlockStart)]
+    assert start and start[0].block["name"] == "Write", "the block must open as soon as the name is known"
+    streamed = [e.delta["partial_json"] for e in events if isinstance(e, BlockDelta)]
+    assert len(streamed) >= 3 and not any(isinstance(e, BlockStop) for e in events)
+    events += parser.feed("\n</tool_call>")
+    arguments = "".join(e.delta["partial_json"] for e in events if isinstance(e, BlockDelta))
+    assert json.loads(arguments) == {"path": "a.py", "content": "print(1)\nprint(2)"}
+    assert isinstance(events[-1], BlockStop)
+
+
+XML_TOOLS = [{"type": "function", "function": {"name": "Read", "parameters": {"type": "object", "properties": {
+    "file_path": {"type": "string"}, "limit": {"type": "integer"}, "recursive": {"type": "boolean"}}}}}]
+XML_CALL = ("<think>\nreading\n</think>\n\n<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
+            "<parameter=limit>\n20\n</parameter>\n<parameter=recursive>\ntrue\n</parameter>\n</function>\n</tool_call>")
+
+
+@pytest.mark.parametrize("cut", range(0, len(XML_CALL) + 1, 5))
+def test_qwen3_coder_xml_calls_split_anywhere_with_schema_types(cut):
+    blocks, parser = assemble(split_at(XML_CALL, cut), tool_format="xml", tools=XML_TOOLS)
+    assert [b["type"] for b in blocks] == ["thinking", "tool_use"]
+    assert blocks[1]["name"] == "Read"
+    assert blocks[1]["input"] == {"file_path": "src/a.py", "limit": 20, "recursive": True}
+    assert parser.tool_calls == 1
+
+
+def test_xml_parameters_stream_one_by_one():
+    parser = StreamParser(tool_format="xml", tools=XML_TOOLS)
+    events = parser.feed("<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n")
+    partial = [e.delta["partial_json"] for e in events if isinstance(e, BlockDelta)]
+    assert partial == ['{"file_path": "src/a.py"']
+    events += parser.feed("</function>\n</tool_call>")
+    assert json.loads("".join(e.delta["partial_json"] for e in events if isinstance(e, BlockDelta))) == {
+        "file_path": "src/a.py"}
+
+
+def test_a_call_cut_off_by_max_tokens_ends_its_block():
+    blocks, parser = assemble(['<tool_call>{"name": "Bash", "arguments": {"command": "ls -'])
+    assert blocks[0]["type"] == "tool_use" and blocks[0]["name"] == "Bash"
+    assert parser.tool_calls == 0

@@ -1,0 +1,227 @@
+"""The job function and the worker's outcomes, through real rq on fakeredis."""
+
+from rq.command import handle_stop_job_command
+from rq.job import Job, JobStatus
+
+from hearth.contract import (
+    BLOCK_START,
+    DELTA,
+    ERROR,
+    MESSAGE_END,
+    STARTED,
+    GenerationRequest,
+    cancel_key,
+    events_key,
+)
+from tests.conftest import MODEL, ScriptedEngine, read_log
+
+ANSWER = ["<think>", "\nShort", " thought", ".\n</think>", "\n\nHello", " there", "!"]
+
+
+def request(**changes):
+    fields = dict(model=MODEL, requested_model="claude-sonnet-4-6", max_tokens=100,
+                  messages=[{"role": "user", "content": "hello"}], enable_thinking=True)
+    fields.update(changes)
+    return GenerationRequest(**fields).to_dict()
+
+
+def test_a_job_publishes_gapless_sequenced_events_and_returns_the_message(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request())
+    make_worker(ScriptedEngine(ANSWER)).work(burst=True)
+
+    events = read_log(redis, job_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    stream_ids = [entry_id for entry_id, _ in redis.xrange(events_key(job_id))]
+    assert stream_ids == [f"0-{e.seq}".encode() for e in events]
+    assert events[0].type == STARTED and events[-1].type == MESSAGE_END
+    assert redis.ttl(events_key(job_id)) > 0
+
+    job = Job.fetch(job_id, connection=redis)
+    assert job.get_status() == JobStatus.FINISHED
+    result = job.return_value()
+    assert [b["type"] for b in result["content"]] == ["thinking", "text"]
+    assert result["content"][0]["thinking"].strip() == "Short thought."
+    assert result["content"][1]["text"] == "Hello there!"
+    assert result["stop_reason"] == "end_turn" and result["model"] == "claude-sonnet-4-6"
+    assert result["usage"]["output_tokens"] == len(ANSWER)
+    assert events[-1].data["usage"] == result["usage"]
+
+
+def test_max_tokens_and_stop_sequences_set_the_stop_reason(redis, jobs, make_worker):
+    capped, stopped = jobs.new_job_id(), jobs.new_job_id()
+    jobs.enqueue(capped, request(max_tokens=3))
+    jobs.enqueue(stopped, request(stop_sequences=[" there"]))
+    make_worker(ScriptedEngine(ANSWER)).work(burst=True)
+
+    capped_result = Job.fetch(capped, connection=redis).return_value()
+    assert capped_result["stop_reason"] == "max_tokens" and capped_result["usage"]["output_tokens"] == 3
+    stopped_result = Job.fetch(stopped, connection=redis).return_value()
+    assert stopped_result["stop_reason"] == "stop_sequence" and stopped_result["stop_sequence"] == " there"
+    assert stopped_result["content"][-1]["text"] == "Hello"
+
+
+def test_tool_calls_end_the_turn_with_tool_use(redis, jobs, make_worker):
+    call = ['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls"}}\n</tool_call>']
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(enable_thinking=False))
+    make_worker(ScriptedEngine(call)).work(burst=True)
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert result["stop_reason"] == "tool_use"
+    assert result["content"][0]["type"] == "tool_use" and result["content"][0]["input"] == {"command": "ls"}
+
+
+def test_cancel_of_a_running_job_stops_it_within_a_step(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    long_answer = ["word "] * 200
+    cancels = []
+
+    def cancel_at_step_five(i):
+        if i == 5 and not cancels:
+            cancels.append(jobs.cancel(job_id))
+
+    jobs.enqueue(job_id, request(enable_thinking=False))
+    engine = ScriptedEngine(long_answer, on_step=cancel_at_step_five)
+    next_id = jobs.new_job_id()
+    jobs.enqueue(next_id, request())
+    worker = make_worker(engine)
+    worker.work(burst=True)
+
+    assert cancels == ["started"]
+    assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.STOPPED
+    events = read_log(redis, job_id)
+    deltas = [e for e in events if e.type == DELTA]
+    assert 4 <= len(deltas) <= 7, "generation went on after the cancel"
+    assert events[-1].type == ERROR and events[-1].data["error"]["type"] == "cancelled"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    # The worker went on to the next job, with the same engine.
+    assert Job.fetch(next_id, connection=redis).get_status() == JobStatus.FINISHED
+
+
+def test_rq_stop_job_command_stops_a_running_generation(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    holder = {}
+
+    def stop_at_step_three(i):
+        if i == 3 and engine.generated == 3:
+            # What the worker's pub/sub thread does on `rq`'s send_stop_job_command.
+            handle_stop_job_command(holder["worker"], {"command": "stop-job", "job_id": job_id})
+
+    jobs.enqueue(job_id, request(enable_thinking=False))
+    engine = ScriptedEngine(["tok "] * 100, on_step=stop_at_step_three)
+    holder["worker"] = make_worker(engine)
+    holder["worker"].work(burst=True)
+
+    assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.STOPPED
+    assert engine.generated <= 5
+    assert read_log(redis, job_id)[-1].data["error"]["type"] == "cancelled"
+
+
+def test_a_cancelled_queued_job_never_runs(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request())
+    assert jobs.cancel(job_id) == "queued"
+    engine = ScriptedEngine(ANSWER)
+    make_worker(engine).work(burst=True)
+    assert engine.renders == 0
+    assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.CANCELED
+
+
+def test_a_cancel_that_races_the_dequeue_still_stops_the_job(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request())
+    # The API saw the job queued and set the flag, but the worker dequeued it first.
+    redis.set(cancel_key(job_id), 1)
+    engine = ScriptedEngine(ANSWER)
+    make_worker(engine).work(burst=True)
+    assert engine.generated == 0
+    assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.STOPPED
+
+
+def test_a_failing_job_sends_its_error_and_the_next_job_runs(redis, jobs, make_worker):
+    failing, healthy = jobs.new_job_id(), jobs.new_job_id()
+    jobs.enqueue(failing, request())
+    jobs.enqueue(healthy, request())
+    engine = ScriptedEngine(ANSWER)
+    engine.fail_at = 2
+    worker = make_worker(engine)
+    # Fail only the first job: the second runs with the same engine.
+    original_generate = engine.generate
+
+    def generate_once_failing(*args, **kwargs):
+        try:
+            yield from original_generate(*args, **kwargs)
+        finally:
+            engine.fail_at = None
+
+    engine.generate = generate_once_failing
+    worker.work(burst=True)
+
+    failed = Job.fetch(failing, connection=redis)
+    assert failed.get_status() == JobStatus.FAILED
+    error = read_log(redis, failing)[-1]
+    assert error.type == ERROR and "MemoryError" in error.data["error"]["message"]
+    assert Job.fetch(healthy, connection=redis).get_status() == JobStatus.FINISHED
+
+
+def test_events_carry_anthropic_shaped_blocks(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request())
+    make_worker(ScriptedEngine(ANSWER)).work(burst=True)
+    events = read_log(redis, job_id)
+    starts = [e.data["block"]["type"] for e in events if e.type == BLOCK_START]
+    deltas = {e.data["delta"]["type"] for e in events if e.type == DELTA}
+    assert starts == ["thinking", "text"]
+    assert deltas == {"thinking_delta", "signature_delta", "text_delta"}
+
+
+def test_a_spent_thinking_budget_closes_thinking_in_the_models_context(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(thinking_budget=4))
+    engine = ScriptedEngine(["<think>", "\nthink", " think", " think", " think", " think", " forever"],
+                            then=["The", " answer", "."])
+    make_worker(engine).work(burst=True)
+
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert [b["type"] for b in result["content"]] == ["thinking", "text"]
+    assert result["content"][1]["text"] == "The answer."
+    assert "forever" not in result["content"][0]["thinking"]
+    # The continuation started from everything so far plus the closing tag, not from scratch.
+    first, second = engine.contexts
+    assert second[:len(first)] == first and second[-len("\n</think>\n\n"):] == engine.encode("\n</think>\n\n")
+    assert result["stop_reason"] == "end_turn"
+
+
+def test_a_cold_shutdown_mid_job_still_sends_an_error_event(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request())
+
+    def shut_down(i):
+        if i == 2:
+            raise SystemExit()
+
+    try:
+        make_worker(ScriptedEngine(ANSWER, on_step=shut_down)).work(burst=True)
+    except SystemExit:
+        pass
+    last = read_log(redis, job_id)[-1]
+    assert last.type == ERROR and "shut down" in last.data["error"]["message"]
+
+
+def test_the_models_own_cap_ends_the_turn_rather_than_reporting_max_tokens(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=64000))
+    engine = ScriptedEngine(["a", "b", "c"])
+    original = engine.generate
+
+    def capped(*args, **kwargs):
+        for step in original(*args, **kwargs):
+            if step.finish_reason == "stop":
+                step.finish_reason = "capped"
+            yield step
+
+    engine.generate = capped
+    make_worker(engine).work(burst=True)
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert result["stop_reason"] == "end_turn" and result["usage"]["output_tokens"] == 3
+    assert result["content"][0]["text"] == "abc"
