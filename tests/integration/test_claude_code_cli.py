@@ -29,6 +29,8 @@ def claude_bin() -> Path:
     return binary
 
 
+# The first run installs the CLI with npm, which can take minutes on a cold npm cache.
+@pytest.mark.timeout(900)
 def test_claude_code_prints_a_reply_and_exits_0(hearth, claude_bin, tmp_path):
     env = dict(os.environ, ANTHROPIC_BASE_URL=hearth.base_url, ANTHROPIC_API_KEY="local",
                CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", HOME=str(tmp_path), DISABLE_AUTOUPDATER="1")
