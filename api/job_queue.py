@@ -18,12 +18,20 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from api.errors import Conflict, JobFailed, NotFound, QueueUnavailable
-from api.job_views import STATUS
+from api.job_views import status_of
 from hearth.contract import (
+    ERROR,
     QUEUE_INTERACTIVE,
     QUEUES,
     WORKER_HEARTBEAT_PATTERN,
+    Event,
     cancel_key,
+    error_data,
+    events_key,
+    live_channel,
+    seq_of,
+    stream_id,
+    suspended_key,
     worker_heartbeat_key,
 )
 from hearth.settings import Settings
@@ -87,7 +95,7 @@ class JobQueue:
                 if j is not None and j.func_name == JOB_FUNCTION and (owner is None or j.meta.get("owner") == owner)]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         if status:
-            jobs = [j for j in jobs if STATUS.get(j.get_status(refresh=False)) == status]
+            jobs = [j for j in jobs if status_of(self.connection, j, refresh=False) == status]
         if after_id:
             position = next((i for i, j in enumerate(jobs) if j.id == after_id), None)
             if position is None:
@@ -142,12 +150,30 @@ class JobQueue:
             # InvalidJobOperation: it was cancelled meanwhile.
             with contextlib.suppress(InvalidJobOperation):
                 job.cancel()
+            self._end_suspended(job_id)
         elif status == JobStatus.STARTED:
             # InvalidJobOperation: between dequeue and start, where the flag stops it.
             with contextlib.suppress(InvalidJobOperation):
                 send_stop_job_command(self.connection, job_id)
         log.info("job %s: cancel requested while %s", job_id, status.value)
         return status.value
+
+    def _end_suspended(self, job_id: str):
+        """A suspended job will not run again, so no worker writes its last event: write it here.
+
+        Should the worker have taken the job up meanwhile, it writes the same
+        event under the same sequence number, and the log keeps one.
+        """
+        if not self.connection.delete(suspended_key(job_id)):
+            return
+        last = self.connection.xrevrange(events_key(job_id), count=1)
+        seq = seq_of(last[0][0]) + 1 if last else 1
+        raw = Event(seq, ERROR, error_data("cancelled", f"job {job_id} was cancelled")).to_json()
+        pipe = self.connection.pipeline(transaction=False)
+        pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(seq))
+        pipe.expire(events_key(job_id), self.settings.event_ttl)
+        pipe.publish(live_channel(job_id), raw)
+        pipe.execute(raise_on_error=False)
 
     def cancel_quietly(self, job_id: str):
         """For a client that went away: cancel unless the job already ended."""

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from rq.job import Job, JobStatus
 
 from api import anthropic_sse
-from hearth.contract import ERROR, MESSAGE_END, Event, events_key, progress_key
+from hearth.contract import ERROR, MESSAGE_END, Event, events_key, progress_key, suspended_key
 from hearth.message import MessageAssembler
 
 STATUS = {
@@ -13,7 +13,16 @@ STATUS = {
     JobStatus.STARTED: "started", JobStatus.FINISHED: "finished", JobStatus.FAILED: "failed",
     JobStatus.STOPPED: "cancelled", JobStatus.CANCELED: "cancelled", JobStatus.CREATED: "queued",
 }
-STATUSES = sorted(set(STATUS.values()))
+# A background job that stepped aside for interactive work: queued again in rq, with output so far.
+SUSPENDED = "suspended"
+STATUSES = sorted(set(STATUS.values()) | {SUSPENDED})
+
+
+def status_of(redis, job: Job, refresh: bool = True) -> str:
+    status = STATUS.get(job.get_status(refresh=refresh), "queued")
+    if status == "queued" and redis.exists(suspended_key(job.id)):
+        return SUSPENDED
+    return status
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -41,25 +50,30 @@ def failure(job: Job, status: str) -> dict:
 
 
 def job_view(redis, job: Job, base_url: str = "") -> dict:
-    status = STATUS.get(job.get_status(), "queued")
+    status = status_of(redis, job)
+    # A resumed job's rq start time is its latest; the first is kept in its meta by the worker.
+    started_at = job.meta.get("first_started_at") or iso(job.started_at)
     view = {
         "id": job.id, "type": "job", "status": status, "priority": job.origin,
         "model": requested_model(job), "metadata": job.meta.get("metadata", {}),
-        "created_at": iso(job.created_at), "started_at": iso(job.started_at), "ended_at": iso(job.ended_at),
+        "created_at": iso(job.created_at), "started_at": started_at, "ended_at": iso(job.ended_at),
         "status_url": f"{base_url}/v1/jobs/{job.id}", "events_url": f"{base_url}/v1/jobs/{job.id}/events",
     }
     if job.meta.get("batch_id"):
         view["batch_id"], view["custom_id"] = job.meta["batch_id"], job.meta.get("custom_id")
-    if status == "queued":
+    if job.meta.get("suspensions"):
+        view["suspensions"] = job.meta["suspensions"]
+    if status in ("queued", SUSPENDED):
         view["position"] = job.get_position()
+    if status == "queued":
         return view
     events = read_events(redis, job.id)
     assembler = MessageAssembler()
     for event in events:
         assembler.apply(event)
-    if status == "started":
-        elapsed = (datetime.now(timezone.utc) - job.started_at.replace(tzinfo=timezone.utc)).total_seconds() \
-            if job.started_at else 0.0
+    if status in ("started", SUSPENDED):
+        elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+                   ).total_seconds() if started_at else 0.0
         view["progress"] = {"output_tokens": int(redis.get(progress_key(job.id)) or 0),
                             "elapsed_seconds": round(elapsed, 3),
                             "text": assembler.text("text"), "thinking": assembler.text("thinking")}

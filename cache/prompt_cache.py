@@ -128,6 +128,21 @@ class PromptCache:
             lease.blocks = []
         self.index.evict()
 
+    def hold(self, tokens: list) -> list:
+        """Pin the cached prefix of `tokens` (a suspended job's) against eviction; give it back to `unhold`.
+
+        Snapshot caches (untrimmable models) cannot pin: their resume may prefill again.
+        """
+        if not self.blockwise:
+            return []
+        blocks = self.index.match(tokens).blocks
+        self.index.pin(blocks)
+        return blocks
+
+    def unhold(self, blocks: list):
+        self.index.unpin(blocks)
+        self.index.evict()
+
     def stats(self) -> dict:
         c = self.index.counters
         return {

@@ -36,6 +36,11 @@ def progress_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:progress:{job_id}"
 
 
+def suspended_key(job_id: str) -> str:
+    """Exists while a background job is suspended for interactive work; holds its progress (worker-private)."""
+    return f"{KEY_PREFIX}:suspended:{job_id}"
+
+
 def batch_key(batch_id: str) -> str:
     """A message batch: a hash of its timestamps, plus `:requests`, a list of custom_id/job id pairs."""
     return f"{KEY_PREFIX}:batch:{batch_id}"

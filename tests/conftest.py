@@ -39,32 +39,69 @@ class ScriptedEngine:
         self.renders = 0
         self.contexts = []  # every context generation started from
         self.tool_format = "json"
+        self.prompt_length = 0
+        self.prompt_cache = FakePromptCache()
 
     def render(self, request):
         self.renders += 1
         tokens = list(range(sum(len(str(m.get("content", ""))) for m in request.messages) // 4 + 3))
+        self.prompt_length = len(tokens)
         return RenderedPrompt(tokens=tokens, opens_in_thinking=self.opens_in_thinking)
 
     def encode(self, text):
         return [ord(c) for c in text]
 
-    def generate(self, prompt_tokens, request, on_prefill_progress=None, static_tokens=0):
+    def decoder(self, replay=()):
+        return FakeDecoder()
+
+    def generate(self, prompt_tokens, request, on_prefill_progress=None, static_tokens=0, decoder=None,
+                 on_cache_lookup=None):
         self.contexts.append(list(prompt_tokens))
+        if on_cache_lookup:
+            on_cache_lookup(0)
         if on_prefill_progress:
             on_prefill_progress(0, len(prompt_tokens))
-        pieces = self.pieces if len(self.contexts) == 1 or not self.then else self.then
-        for i, piece in enumerate(pieces):
+        if self.then and len(self.contexts) > 1:
+            pieces, start = self.then, 0
+        else:
+            # A resumed job's context already holds the pieces it generated: go on from there.
+            pieces, start = self.pieces, len(prompt_tokens) - self.prompt_length
+        for i in range(start, len(pieces)):
             if self.on_step:
                 self.on_step(i)
             if i == self.fail_at:
                 raise MemoryError("simulated out-of-memory")
             time.sleep(self.delay)
             self.generated += 1
-            count = i + 1
+            count = i - start + 1
             if count == request.max_tokens:
-                yield Step(piece, i, count, "length")
+                yield Step(pieces[i], i, count, "length")
                 return
-            yield Step(piece, i, count, "stop" if i == len(pieces) - 1 else None)
+            yield Step(pieces[i], i, count, "stop" if i == len(pieces) - 1 else None)
+
+
+class FakeDecoder:
+    """ScriptedEngine's steps carry their text already."""
+
+    recent = ()
+
+
+class FakePromptCache:
+    """Records what a suspended job keeps pinned."""
+
+    def __init__(self):
+        self.held = []
+
+    def hold(self, tokens):
+        self.held.append(list(tokens))
+        return [len(self.held) - 1]
+
+    def unhold(self, blocks):
+        for index in blocks:
+            self.held[index] = None
+
+    def stats(self):
+        return {"pinned_for_suspended_jobs": sum(tokens is not None for tokens in self.held)}
 
 
 class BurstWorker(HearthWorker):

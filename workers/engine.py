@@ -4,6 +4,7 @@ This and `cache/` glue are the only places that touch MLX. `mlx_lm.load`
 takes a local directory or a Hugging Face repo id alike.
 """
 
+from collections import deque
 from dataclasses import dataclass
 import json
 import logging
@@ -43,6 +44,35 @@ class Step:
     finish_reason: str | None
     # Prompt tokens taken from the prompt cache instead of being prefilled.
     reused_tokens: int = 0
+
+
+class TextDecoder:
+    """Tokens to text across generation segments: one mlx-lm streaming detokenizer for a whole answer.
+
+    stream_generate starts a fresh detokenizer per call, which would drop text
+    still held back (half a UTF-8 character, a lone space) and trim the
+    leading space of the next segment. A continuation (after a thinking budget
+    or a suspension) keeps decoding with this one; a resumed job rebuilds it by
+    replaying its last few tokens (`recent`).
+    """
+
+    REPLAY = 16
+
+    def __init__(self, detokenizer, replay=()):
+        self._detokenizer = detokenizer
+        self.recent = deque(maxlen=self.REPLAY)
+        for token in replay:
+            self.add(token)
+        _ = detokenizer.last_segment  # already sent before the suspension
+
+    def add(self, token: int) -> str:
+        self._detokenizer.add_token(token)
+        self.recent.append(token)
+        return self._detokenizer.last_segment
+
+    def flush(self) -> str:
+        self._detokenizer.finalize()
+        return self._detokenizer.last_segment
 
 
 def common_prefix_length(a: list, b: list) -> int:
@@ -144,18 +174,30 @@ class Engine:
     def encode(self, text: str) -> list:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def decoder(self, replay=()) -> TextDecoder:
+        return TextDecoder(self.tokenizer.detokenizer, replay)
+
     def generate(
         self,
         prompt_tokens: list,
         request: GenerationRequest,
         on_prefill_progress: Callable[[int, int], None] | None = None,
         static_tokens: int = 0,
+        decoder: TextDecoder | None = None,
+        on_cache_lookup: Callable[[int], None] | None = None,
     ) -> Iterator[Step]:
+        """Steps of generated text; `decoder` carries text decoding over from an earlier segment.
+
+        `on_cache_lookup(reused)` learns, before prefill, how many prompt tokens the cache held.
+        """
+        decoder = decoder or self.decoder()
         sampler = make_sampler(temp=request.temperature, top_p=request.top_p, top_k=request.top_k)
         max_tokens = min(request.max_tokens, self.max_new_tokens or request.max_tokens)
         lease = self.prompt_cache.lookup(prompt_tokens)
         log.info("cache hit: reused %d of %d tokens (%.0f%%)", lease.reused, len(prompt_tokens),
                  100.0 * lease.reused / max(len(prompt_tokens), 1))
+        if on_cache_lookup:
+            on_cache_lookup(lease.reused)
         generated, start = [], lease.reused
         try:
             if static_tokens > start + 1 and not self.prompt_cache.blockwise:
@@ -171,11 +213,15 @@ class Engine:
             ):
                 generated.append(response.token)
                 finish = response.finish_reason
+                # The end token is not text; every other token is, the last one included.
+                text = "" if finish == "stop" else decoder.add(response.token)
+                if finish is not None:
+                    text += decoder.flush()
                 if finish == "length" and max_tokens < request.max_tokens:
                     # The model's cap, not the client's limit: Claude Code treats max_tokens as an error.
                     log.info("answer capped at %d tokens by %s's generation_config.json", max_tokens, self.name)
                     finish = "capped"
-                yield Step(response.text, response.token, response.generation_tokens, finish, lease.reused)
+                yield Step(text, response.token, response.generation_tokens, finish, lease.reused)
         finally:
             # Also after a cancel: whatever was computed is worth keeping.
             self.prompt_cache.store(lease, prompt_tokens + generated)

@@ -1,7 +1,8 @@
 """Publish a job's events: log (Redis Stream) and live (pub/sub), one round trip each.
 
-The same pipeline also reads the job's cancel flag, so checking for a cancel
-between tokens costs no extra round trip.
+The same pipeline also reads the job's cancel flag and, for a background job,
+the length of the interactive queue, so checking for a cancel or for waiting
+interactive work between tokens costs no extra round trip.
 """
 
 import logging
@@ -20,12 +21,17 @@ RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
 
 
 class EventPublisher:
-    def __init__(self, redis, job_id: str, ttl: int):
+    """`watch_queue`: a Redis list (an rq queue's key) whose length each round trip also reads."""
+
+    def __init__(self, redis, job_id: str, ttl: int, seq: int = 0, watch_queue: str | None = None):
         self._redis = redis
         self._job_id = job_id
         self._ttl = ttl
-        self.seq = 0
+        self._watch_queue = watch_queue
+        self.seq = seq
         self.cancel_requested = False
+        # Jobs waiting in `watch_queue` at the last round trip.
+        self.waiting = 0
         # Output tokens so far: stored with each event, for GET /v1/jobs/{id}.
         self.output_tokens = 0
 
@@ -33,11 +39,21 @@ class EventPublisher:
         self.seq += 1
         event = Event(self.seq, event_type, data)
         raw = event.to_json()
-        added, *_, cancelled = self._send(raw)
+        added, _, _, _, *flags = self._send(raw)
         if isinstance(added, ResponseError) and "equal or smaller" not in str(added):
             raise added  # "equal or smaller": an earlier attempt did add it before the connection broke
-        self.cancel_requested = self.cancel_requested or bool(cancelled)
+        self._read_flags(flags)
         return event
+
+    def _read_flags(self, flags: list):
+        cancelled, *waiting = flags
+        self.cancel_requested = self.cancel_requested or bool(cancelled)
+        self.waiting = int(waiting[0]) if waiting else 0
+
+    def _flags(self, pipe):
+        pipe.exists(cancel_key(self._job_id))
+        if self._watch_queue:
+            pipe.llen(self._watch_queue)
 
     def _send(self, raw: str) -> list:
         """One round trip; retried through a Redis restart (the log's explicit ids make it idempotent)."""
@@ -48,7 +64,7 @@ class EventPublisher:
                 pipe.expire(events_key(self._job_id), self._ttl)
                 pipe.publish(live_channel(self._job_id), raw)
                 pipe.set(progress_key(self._job_id), self.output_tokens, ex=self._ttl)
-                pipe.exists(cancel_key(self._job_id))
+                self._flags(pipe)
                 return pipe.execute(raise_on_error=False)
             except (RedisConnectionError, RedisTimeoutError):
                 if delay is None:
@@ -56,11 +72,11 @@ class EventPublisher:
                 log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, self.seq, delay)
                 time.sleep(delay)
 
-    def refresh_cancel(self) -> bool:
-        """Read the cancel flag on its own (before work starts, during prefill)."""
-        if not self.cancel_requested:
-            self.cancel_requested = bool(self._redis.exists(cancel_key(self._job_id)))
-        return self.cancel_requested
+    def refresh(self):
+        """Read the flags on their own (before work starts, during prefill, after quiet steps)."""
+        pipe = self._redis.pipeline(transaction=False)
+        self._flags(pipe)
+        self._read_flags(pipe.execute())
 
     def publish_final(self, event_type: str, data: dict):
         """The terminal event of a failing job: best effort, never raises over the real error."""

@@ -23,12 +23,24 @@ class Runtime:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     # Tells rq that the current job was stopped on purpose (ends STOPPED, not FAILED).
     mark_stopped: Callable[[str], None] = lambda job_id: None
+    # Prompt-cache blocks pinned for suspended jobs: job id -> (engine, blocks).
+    held: dict = field(default_factory=dict)
 
     def engine_for(self, model: str):
         try:
             return self.engines[model]
         except KeyError:
             raise ModelNotLoaded(f"model {model!r} is not loaded by this worker") from None
+
+    def hold(self, job_id: str, engine, tokens: list):
+        """Keep a suspended job's K/V in the prompt cache until it resumes or goes away."""
+        self.release(job_id)
+        self.held[job_id] = (engine, engine.prompt_cache.hold(tokens))
+
+    def release(self, job_id: str):
+        engine, blocks = self.held.pop(job_id, (None, None))
+        if engine is not None:
+            engine.prompt_cache.unhold(blocks)
 
 
 _current: Runtime | None = None

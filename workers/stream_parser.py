@@ -66,7 +66,7 @@ class StreamParser:
         self._open_kind = None  # type of the block now open, if any
         self._seen_output = False
         self._thinking_enabled = thinking_enabled
-        self._new_call = lambda: TOOL_CALL_PARSERS[tool_format](tools)
+        self._tool_format, self._tools = tool_format, tools
         self._call = None  # the tool call being parsed, and its raw text so far
         self._call_text = ""
         self.tool_calls = 0
@@ -161,7 +161,7 @@ class StreamParser:
         self._close_block()
         self._mode = {THINK_OPEN: "thinking", THINK_CLOSE: "text", TOOL_OPEN: "tool_call"}[tag]
         if tag == TOOL_OPEN:
-            self._call, self._call_text = self._new_call(), ""
+            self._call, self._call_text = TOOL_CALL_PARSERS[self._tool_format](self._tools), ""
         self._seen_output = True
 
     def _emit_text(self, text: str):

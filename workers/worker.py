@@ -14,7 +14,7 @@ import threading
 from redis import Redis
 from rq import SimpleWorker
 
-from hearth.contract import QUEUES, cache_stats_key, worker_heartbeat_key
+from hearth.contract import QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
 from hearth.models import served_models
 from hearth.settings import Settings
 from workers import runtime
@@ -67,6 +67,7 @@ class HearthWorker(SimpleWorker):
         self.runtime.stop_requested.set()
 
     def execute_job(self, job, queue):
+        self._release_abandoned_holds()
         self.runtime.stop_requested.clear()
         self._current_job_id_cached = job.id
         try:
@@ -74,6 +75,12 @@ class HearthWorker(SimpleWorker):
         finally:
             self._current_job_id_cached = None
             self._publish_cache_stats()
+
+    def _release_abandoned_holds(self):
+        # A suspended job cancelled (or expired) while it waited: its pinned K/V may go.
+        for job_id in list(self.runtime.held):
+            if not self.connection.exists(suspended_key(job_id)):
+                self.runtime.release(job_id)
 
     def _publish_cache_stats(self):
         stats = {name: engine.prompt_cache.stats() for name, engine in self.runtime.engines.items()

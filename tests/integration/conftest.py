@@ -69,23 +69,29 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def babbler_model(tmp_path_factory) -> str:
-    """The bundled model's tokenizer and config with random weights that never pick a special token."""
+    """The bundled model's tokenizer with random weights that never pick a special token.
+
+    Its output head is its own (untied): greedy decoding then wanders through
+    the vocabulary instead of repeating the last token, which makes greedy
+    runs worth comparing.
+    """
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.models import qwen3
 
     target = tmp_path_factory.mktemp("babbler")
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(Path(BUNDLED_MODEL) / name, target / name)
-    config = json.loads((target / "config.json").read_text())
+    config = dict(json.loads((Path(BUNDLED_MODEL) / "config.json").read_text()), tie_word_embeddings=False)
+    (target / "config.json").write_text(json.dumps(config))
     mx.random.seed(7)
     model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
-    # Tied embeddings: a zero row gives its token a logit of 0, and scaling the
-    # others tenfold puts the top logits ~40 above it, so sampling never picks it.
+    # A zero row gives its token a logit of 0; scaling the others tenfold puts
+    # the top logits far above it, so even sampling never picks it.
     special = [added["id"] for added in json.loads((target / "tokenizer.json").read_text())["added_tokens"]]
-    weight = model.model.embed_tokens.weight * 10
+    weight = model.lm_head.weight * 10
     weight[mx.array(special)] = 0
-    model.model.embed_tokens.weight = weight
+    model.lm_head.weight = weight
     mx.save_safetensors(str(target / "model.safetensors"), dict(tree_flatten(model.parameters())))
     return str(target)
 

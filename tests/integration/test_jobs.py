@@ -119,7 +119,7 @@ def test_duplicate_requests_attach_to_one_job(hearth, http):
 
 
 def test_rq_info_shows_jobs_of_both_queues(hearth, http):
-    running = babble(http)
+    running = babble(http, priority="interactive")  # a background one would step aside for the interactive one
     poll_job(http, running, until=("started",))
     waiting = [http.post("/v1/jobs", json={"request": REQUEST, "priority": p}).json()["id"]
                for p in ("interactive", "background")]
