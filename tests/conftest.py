@@ -83,7 +83,7 @@ class ScriptedEngine:
 class FakeDecoder:
     """ScriptedEngine's steps carry their text already."""
 
-    recent = ()
+    tokens = ()
 
 
 class FakePromptCache:

@@ -4,7 +4,6 @@ This and `cache/` glue are the only places that touch MLX. `mlx_lm.load`
 takes a local directory or a Hugging Face repo id alike.
 """
 
-from collections import deque
 from dataclasses import dataclass
 import json
 import logging
@@ -52,22 +51,22 @@ class TextDecoder:
     stream_generate starts a fresh detokenizer per call, which would drop text
     still held back (half a UTF-8 character, a lone space) and trim the
     leading space of the next segment. A continuation (after a thinking budget
-    or a suspension) keeps decoding with this one; a resumed job rebuilds it by
-    replaying its last few tokens (`recent`).
+    or a suspension) keeps decoding with this one. A resumed job rebuilds it
+    exactly by replaying every token it decoded (`tokens`): a detokenizer may
+    hold back any number of them (a run of invalid bytes), and replay costs
+    microseconds a token, once per resumption of a background job.
     """
-
-    REPLAY = 16
 
     def __init__(self, detokenizer, replay=()):
         self._detokenizer = detokenizer
-        self.recent = deque(maxlen=self.REPLAY)
+        self.tokens = []
         for token in replay:
             self.add(token)
         _ = detokenizer.last_segment  # already sent before the suspension
 
     def add(self, token: int) -> str:
         self._detokenizer.add_token(token)
-        self.recent.append(token)
+        self.tokens.append(token)
         return self._detokenizer.last_segment
 
     def flush(self) -> str:

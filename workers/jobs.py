@@ -128,7 +128,7 @@ class MessageJob:
         self._check_cancel(refresh=True)
         started = time.perf_counter()
         p = self.progress = resume or self.begin(engine)
-        decoder = engine.decoder(p.decoded_tail)
+        decoder = engine.decoder(p.decoded_tokens)
         budget = request.thinking_budget if request.enable_thinking else None
         finish_reason = None
         try:
@@ -167,7 +167,7 @@ class MessageJob:
                 elif finish_reason is None:
                     finish_reason = "length"  # the generator ran dry without saying why
         finally:
-            p.decoded_tail = list(decoder.recent)
+            p.decoded_tokens = list(decoder.tokens)
             p.elapsed += time.perf_counter() - started
 
         self._emit(p.parser.feed(p.stops.flush()) + p.parser.finish())

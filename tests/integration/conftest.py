@@ -1,9 +1,8 @@
 """Real processes: a private redis-server, `hearth worker` and `hearth api` (gunicorn).
 
 Nothing here touches the Redis on 6379 or port 8080: every server gets a free port.
-The fast model (claude-haiku-*) is an untrained copy of the bundled model that
-can never emit a special token (no end, no thinking, no tool call): a long
-generation to cancel or preempt on demand.
+The fast model (claude-haiku-*) is the babbler (scripts/build_babbler.py): it
+never ends by itself, a long generation to cancel or preempt on demand.
 """
 
 import json
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from hearth.settings import BUNDLED_MODEL
+from scripts.build_babbler import build_babbler
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,31 +68,7 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def babbler_model(tmp_path_factory) -> str:
-    """The bundled model's tokenizer with random weights that never pick a special token.
-
-    Its output head is its own (untied): greedy decoding then wanders through
-    the vocabulary instead of repeating the last token, which makes greedy
-    runs worth comparing.
-    """
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.models import qwen3
-
-    target = tmp_path_factory.mktemp("babbler")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(Path(BUNDLED_MODEL) / name, target / name)
-    config = dict(json.loads((Path(BUNDLED_MODEL) / "config.json").read_text()), tie_word_embeddings=False)
-    (target / "config.json").write_text(json.dumps(config))
-    mx.random.seed(7)
-    model = qwen3.Model(qwen3.ModelArgs.from_dict(config))
-    # A zero row gives its token a logit of 0; scaling the others tenfold puts
-    # the top logits far above it, so even sampling never picks it.
-    special = [added["id"] for added in json.loads((target / "tokenizer.json").read_text())["added_tokens"]]
-    weight = model.lm_head.weight * 10
-    weight[mx.array(special)] = 0
-    model.lm_head.weight = weight
-    mx.save_safetensors(str(target / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    return str(target)
+    return str(build_babbler(tmp_path_factory.mktemp("babbler")))
 
 
 CODER_MODEL = str(REPO / "models" / "hearth-tiny-coder")
