@@ -20,20 +20,15 @@ from rq.results import Result
 from api.errors import Conflict, JobFailed, NotFound, QueueUnavailable
 from api.job_views import status_of
 from hearth.contract import (
-    ERROR,
     QUEUE_INTERACTIVE,
     QUEUES,
     WORKER_HEARTBEAT_PATTERN,
-    Event,
     cancel_key,
-    error_data,
-    events_key,
-    live_channel,
-    seq_of,
-    stream_id,
     suspended_key,
     worker_heartbeat_key,
 )
+from hearth.event_log import append_error
+from hearth.reaper import fail_if_abandoned
 from hearth.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,6 +131,8 @@ class JobQueue:
             job = None
         if job is None or (owner is not None and job.meta.get("owner") != owner):
             raise NotFound(f"job {job_id} not found (it may have expired)")
+        if job.get_status(refresh=False) == JobStatus.STARTED:
+            fail_if_abandoned(self.connection, job, self.settings.event_ttl)  # a dead worker's job: failed now
         return job
 
     def cancel(self, job_id: str, owner: str | None = None) -> str:
@@ -159,21 +156,9 @@ class JobQueue:
         return status.value
 
     def _end_suspended(self, job_id: str):
-        """A suspended job will not run again, so no worker writes its last event: write it here.
-
-        Should the worker have taken the job up meanwhile, it writes the same
-        event under the same sequence number, and the log keeps one.
-        """
-        if not self.connection.delete(suspended_key(job_id)):
-            return
-        last = self.connection.xrevrange(events_key(job_id), count=1)
-        seq = seq_of(last[0][0]) + 1 if last else 1
-        raw = Event(seq, ERROR, error_data("cancelled", f"job {job_id} was cancelled")).to_json()
-        pipe = self.connection.pipeline(transaction=False)
-        pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(seq))
-        pipe.expire(events_key(job_id), self.settings.event_ttl)
-        pipe.publish(live_channel(job_id), raw)
-        pipe.execute(raise_on_error=False)
+        """A suspended job will not run again, so no worker writes its last event: write it here."""
+        if self.connection.delete(suspended_key(job_id)):
+            append_error(self.connection, job_id, "cancelled", f"job {job_id} was cancelled", self.settings.event_ttl)
 
     def cancel_quietly(self, job_id: str):
         """For a client that went away: cancel unless the job already ended."""
@@ -191,6 +176,8 @@ class JobQueue:
         alive = True
         if status == JobStatus.STARTED and job.worker_name:
             alive = bool(self.connection.exists(worker_heartbeat_key(job.worker_name)))
+            if not alive:
+                fail_if_abandoned(self.connection, job, self.settings.event_ttl)
         return JobState(status=status.value, worker_alive=alive)
 
     def live_workers(self) -> list[str]:

@@ -15,6 +15,7 @@ from redis import Redis
 from rq import SimpleWorker
 
 from hearth.contract import QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
+from hearth import reaper
 from hearth.models import served_models
 from hearth.settings import Settings
 from workers import runtime
@@ -122,6 +123,9 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     rt = runtime.Runtime(settings=settings, engines=load_engines(settings))
     runtime.install(rt)
     connection = Redis.from_url(settings.redis_url)
+    # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
+    reaper.fail_abandoned(connection, settings.event_ttl)
+    reaper.requeue_orphans(connection)
     worker = HearthWorker(list(QUEUES), connection=connection, runtime=rt)
     log.info("worker %s ready: models %s, queues %s", worker.name, ", ".join(rt.engines), ", ".join(QUEUES))
     try:
