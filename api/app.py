@@ -22,6 +22,7 @@ from api.job_stream import job_event_stream
 from api.job_queue import JobQueue
 from api.messages import create_message
 from api.models import ModelRouter
+from api.shutdown import watch_shutdown_signals
 from api.status import cache_stats, healthz, list_models
 from hearth.settings import Settings
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, clients=connect) -> Starlette:
     async def lifespan(app: Starlette):
         sync_redis, app.state.redis = clients(settings)
         app.state.jobs = JobQueue(sync_redis, settings)
+        watch_shutdown_signals()
         log.info("API ready: models %s, Redis %s", ", ".join(app.state.router.served), settings.redis_url)
         try:
             yield

@@ -1,14 +1,15 @@
 """POST /v1/chat/completions: OpenAI chat completions on the same jobs as /v1/messages."""
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api import openai_sse
 from api.anthropic_request import decode_json_body
-from api.messages import SEND_TIMEOUT, collect
+from api.messages import collect
 from api.openai_request import parse_chat_request
 from api.relay import finish, job_events, read_body, start_job
+from api.shutdown import event_source
 
 
 async def create_chat_completion(request: Request):
@@ -18,17 +19,17 @@ async def create_chat_completion(request: Request):
     feed = await start_job(request, job_request)
     if stream:
         formatter = openai_sse.ChunkFormatter(feed.job_id, job_request.requested_model, include_usage)
-        return EventSourceResponse(stream_chunks(state.jobs, feed, formatter), send_timeout=SEND_TIMEOUT)
+        return event_source(state.settings, lambda stopping: stream_chunks(state.jobs, feed, formatter, stopping))
     blocks, end = await collect(request, state.jobs, feed)
     if end is None:
         return JSONResponse({}, status_code=499)
     return JSONResponse(openai_sse.completion(feed.job_id, job_request.requested_model, blocks, end))
 
 
-async def stream_chunks(jobs, feed, formatter: openai_sse.ChunkFormatter):
+async def stream_chunks(jobs, feed, formatter: openai_sse.ChunkFormatter, stopping=None):
     try:
         yield formatter.first()
-        async for event in job_events(jobs, feed):
+        async for event in job_events(jobs, feed, stopping):
             if event is None:
                 yield ServerSentEvent(comment="ping")  # keeps proxies and clients from timing out
                 continue

@@ -50,14 +50,20 @@ class JobFeed:
             await self._pubsub.aclose()
 
     async def events(self) -> AsyncIterator[Event | None]:
+        """Through a Redis restart too: subscribe again and go on from the log."""
+        while True:
+            try:
+                async for event in self._events():
+                    yield event
+                return
+            except RedisError:
+                await self._resubscribe()  # gives up, raising, after ~15 s
+
+    async def _events(self) -> AsyncIterator[Event | None]:
         async for event in self._from_log():
             yield event
         while not self.ended:
-            try:
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=self._idle_after)
-            except RedisError:
-                await self._resubscribe()
-                message = None  # whatever was missed is in the log
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=self._idle_after)
             if message is None:
                 # Quiet: read the log in case the channel dropped something.
                 caught_up = False

@@ -7,7 +7,6 @@ the job (that is what DELETE /v1/jobs/{id} is for).
 """
 
 import anyio
-from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -16,7 +15,8 @@ from api.auth import principal_of
 from api.errors import InvalidRequest
 from api.feed import JobFeed
 from api.job_views import requested_model
-from api.messages import SEND_TIMEOUT, anthropic_frames
+from api.messages import anthropic_frames
+from api.shutdown import event_source
 
 
 def resume_point(request: Request) -> int:
@@ -33,11 +33,10 @@ async def job_event_stream(request: Request):
     job = await run_in_threadpool(state.jobs.fetch, job_id, principal_of(request.scope))
     feed = JobFeed(state.redis, job_id, after_seq=after, idle_after=state.settings.ping_interval)
     await feed.__aenter__()
-    frames = replay(state.jobs, feed, requested_model(job), after)
-    return EventSourceResponse(frames, send_timeout=SEND_TIMEOUT)
+    return event_source(state.settings, lambda stopping: replay(state.jobs, feed, requested_model(job), after, stopping))
 
 
-async def replay(jobs, feed: JobFeed, model: str, after: int):
+async def replay(jobs, feed: JobFeed, model: str, after: int, stopping=None):
     try:
         if after == 0:
             yield anthropic_sse.message_start(feed.job_id, model)
@@ -48,7 +47,7 @@ async def replay(jobs, feed: JobFeed, model: str, after: int):
             yield anthropic_sse.error_frame({"type": "invalid_request_error",
                                              "message": f"events after {after} of job {feed.job_id} are no longer retained"})
             return
-        async for frame in anthropic_frames(jobs, feed):
+        async for frame in anthropic_frames(jobs, feed, stopping):
             yield frame
     finally:
         with anyio.CancelScope(shield=True):

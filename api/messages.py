@@ -6,7 +6,6 @@ prefilled, then the job's events in Anthropic's order; it ends with
 """
 
 import anyio
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -14,11 +13,9 @@ from api import anthropic_sse
 from api.anthropic_request import decode_json_body, parse_messages_request
 from api.errors import JobFailed, RequestTimedOut
 from api.relay import finish, job_events, read_body, start_job
+from api.shutdown import event_source
 from hearth.contract import ERROR, MESSAGE_END
 from hearth.message import MessageAssembler
-
-# How long a stream may block on a client that does not read before it is dropped.
-SEND_TIMEOUT = 30.0
 
 
 async def create_message(request: Request):
@@ -27,14 +24,14 @@ async def create_message(request: Request):
     job_request, stream = parse_messages_request(body, state.router)
     feed = await start_job(request, job_request)
     if stream:
-        frames = stream_message(state.jobs, feed, job_request.requested_model)
-        return EventSourceResponse(frames, send_timeout=SEND_TIMEOUT)
+        return event_source(state.settings,
+                            lambda stopping: stream_message(state.jobs, feed, job_request.requested_model, stopping))
     return await wait_for_message(request, state.jobs, feed, job_request.requested_model)
 
 
-async def anthropic_frames(jobs, feed):
+async def anthropic_frames(jobs, feed, stopping=None):
     """A job's events as Anthropic SSE frames, with a ping on every quiet tick."""
-    async for event in job_events(jobs, feed):
+    async for event in job_events(jobs, feed, stopping):
         if event is None:
             yield anthropic_sse.ping()
             continue
@@ -42,10 +39,10 @@ async def anthropic_frames(jobs, feed):
             yield frame
 
 
-async def stream_message(jobs, feed, model: str):
+async def stream_message(jobs, feed, model: str, stopping=None):
     try:
         yield anthropic_sse.message_start(feed.job_id, model)
-        async for frame in anthropic_frames(jobs, feed):
+        async for frame in anthropic_frames(jobs, feed, stopping):
             yield frame
     finally:
         await finish(jobs, feed)

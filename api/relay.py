@@ -80,12 +80,23 @@ async def job_problem(jobs: JobQueue, feed: JobFeed) -> dict | None:
     return None
 
 
-async def job_events(jobs: JobQueue, feed: JobFeed):
-    """The job's events in order, None on quiet ticks; always ends with a terminal event."""
+async def job_events(jobs: JobQueue, feed: JobFeed, stopping: anyio.Event | None = None):
+    """The job's events in order, None on quiet ticks; always ends with a terminal event.
+
+    `stopping` is set when the API shuts down: the stream then ends with an error
+    event carrying the last event's id, so a client resuming from it misses nothing.
+    """
     try:
         async for event in feed.events():
+            if stopping is not None and stopping.is_set():
+                yield Event(feed.last_seq, ERROR, {"error": {
+                    "type": "overloaded_error", "message": "Hearth's API is shutting down; retry shortly"}})
+                return
             if event is None:
-                problem = await job_problem(jobs, feed)
+                try:
+                    problem = await job_problem(jobs, feed)
+                except RedisError:
+                    problem = None  # Redis is restarting: the feed waits for it, or gives up
                 if problem:
                     yield Event(feed.last_seq + 1, ERROR, {"error": problem})
                     return

@@ -29,7 +29,7 @@ def run_api(settings: Settings):
         sys.executable, "-m", "gunicorn", "-k", "asgi", "-w", str(settings.api_workers),
         "-b", f"{settings.host}:{settings.port}", "--graceful-timeout", "10", "--timeout", "0",
         # One control socket per user would be shared by every gunicorn on the machine.
-        "--no-control-socket",
+        "--no-control-socket", "-c", "python:api.gunicorn_conf",
         "--log-level", settings.log_level.lower(), "api.app:app",
     ]
     os.execv(sys.executable, command)

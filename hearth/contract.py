@@ -68,6 +68,10 @@ def cache_stats_key(worker_name: str) -> str:
 
 
 
+# Read by a worker started with HEARTH_FAULT_INJECTION=1 (workers/faults.py).
+FAULT_KEY = f"{KEY_PREFIX}:fault"
+
+
 def stream_id(seq: int) -> str:
     """Stream entry id of event `seq`: explicit ids make Last-Event-ID a plain number."""
     return f"0-{seq}"

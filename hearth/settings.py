@@ -48,6 +48,10 @@ class Settings:
     api_workers: int = 1
     # Seconds between SSE pings while a stream has nothing else to say.
     ping_interval: float = 5.0
+    # How long a stream may block on a client that does not read before it is dropped.
+    send_timeout: float = 30.0
+    # Kernel send buffer of each API connection (see api/gunicorn_conf.py).
+    send_buffer_bytes: int = 256 * 1024
     # How long a job's event log and result stay in Redis after it ends.
     event_ttl: int = 3600
     result_ttl: int = 3600
@@ -68,6 +72,8 @@ class Settings:
     cache_bytes: int = field(default_factory=_default_cache_bytes)
     # Where the worker saves its hottest cache entries on shutdown ("" disables).
     cache_dir: str = ""
+    # For the reliability suite only: lets a Redis key make the worker's next generation fail.
+    fault_injection: bool = False
 
     @property
     def fast_model_or_main(self) -> str:
@@ -84,6 +90,8 @@ class Settings:
             "port": _env("HEARTH_PORT", cls.port, int),
             "api_workers": _env("HEARTH_API_WORKERS", cls.api_workers, int),
             "ping_interval": _env("HEARTH_PING_INTERVAL", cls.ping_interval, float),
+            "send_timeout": _env("HEARTH_SEND_TIMEOUT", cls.send_timeout, float),
+            "send_buffer_bytes": _env("HEARTH_SEND_BUFFER_BYTES", cls.send_buffer_bytes, int),
             "event_ttl": _env("HEARTH_EVENT_TTL", cls.event_ttl, int),
             "result_ttl": _env("HEARTH_RESULT_TTL", cls.result_ttl, int),
             "job_timeout": _env("HEARTH_JOB_TIMEOUT", cls.job_timeout, int),
@@ -95,6 +103,7 @@ class Settings:
             "cache_bytes": _env("HEARTH_CACHE_BYTES", _default_cache_bytes(), int),
             "tools_first": _env("HEARTH_TOOLS_FIRST", cls.tools_first, lambda v: v.lower() not in ("0", "false", "no")),
             "cache_dir": os.environ.get("HEARTH_CACHE_DIR", str(hearth_home() / "prompt-cache")),
+            "fault_injection": _env("HEARTH_FAULT_INJECTION", cls.fault_injection, lambda v: v == "1"),
         }
         env.update(overrides)
         return cls(**env)

@@ -17,13 +17,11 @@ from hearth.contract import (
     BLOCK_START,
     BLOCK_STOP,
     DELTA,
-    ERROR,
     MESSAGE_END,
     QUEUE_BACKGROUND,
     QUEUE_INTERACTIVE,
     STARTED,
     GenerationRequest,
-    error_data,
 )
 from workers import runtime, suspension
 from workers.publisher import EventPublisher
@@ -59,16 +57,16 @@ def run_message_job(request: dict) -> dict:
     except JobCancelled:
         log.info("job %s cancelled after %d events", job.id, publisher.seq)
         rt.mark_stopped(job.id)
-        publisher.publish_final(ERROR, error_data("cancelled", f"job {job.id} was cancelled"))
+        publisher.publish_error("cancelled", f"job {job.id} was cancelled")
         raise
     except Exception as exc:
         log.exception("job %s failed", job.id)
-        publisher.publish_final(ERROR, error_data("api_error", f"generation failed: {type(exc).__name__}: {exc}"))
+        publisher.publish_error("api_error", f"generation failed: {type(exc).__name__}: {exc}")
         raise
     except BaseException:
         # A cold shutdown (a second SIGTERM or Ctrl-C): tell the clients before the process goes.
         log.warning("job %s interrupted: the worker is shutting down", job.id)
-        publisher.publish_final(ERROR, error_data("api_error", f"the worker shut down during job {job.id}"))
+        publisher.publish_error("api_error", f"the worker shut down during job {job.id}")
         raise
 
 

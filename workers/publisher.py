@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hearth.contract import Event, cancel_key, events_key, live_channel, progress_key, stream_id
+from hearth.event_log import append_error
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,13 @@ class EventPublisher:
         self.output_tokens = 0
 
     def publish(self, event_type: str, data: dict) -> Event:
-        self.seq += 1
-        event = Event(self.seq, event_type, data)
+        event = Event(self.seq + 1, event_type, data)
         raw = event.to_json()
-        added, _, _, _, *flags = self._send(raw)
+        added, _, _, _, *flags = self._send(raw, event.seq)
         if isinstance(added, ResponseError) and "equal or smaller" not in str(added):
             raise added  # "equal or smaller": an earlier attempt did add it before the connection broke
+        # Counted once sent: a publish cut short (a signal mid-send) leaves no gap behind it.
+        self.seq = event.seq
         self._read_flags(flags)
         return event
 
@@ -55,12 +57,12 @@ class EventPublisher:
         if self._watch_queue:
             pipe.llen(self._watch_queue)
 
-    def _send(self, raw: str) -> list:
+    def _send(self, raw: str, seq: int) -> list:
         """One round trip; retried through a Redis restart (the log's explicit ids make it idempotent)."""
         for delay in (*RETRY_DELAYS, None):
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                pipe.xadd(events_key(self._job_id), {"e": raw}, id=stream_id(self.seq))
+                pipe.xadd(events_key(self._job_id), {"e": raw}, id=stream_id(seq))
                 pipe.expire(events_key(self._job_id), self._ttl)
                 pipe.publish(live_channel(self._job_id), raw)
                 pipe.set(progress_key(self._job_id), self.output_tokens, ex=self._ttl)
@@ -69,7 +71,7 @@ class EventPublisher:
             except (RedisConnectionError, RedisTimeoutError):
                 if delay is None:
                     raise
-                log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, self.seq, delay)
+                log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, seq, delay)
                 time.sleep(delay)
 
     def refresh(self):
@@ -78,9 +80,13 @@ class EventPublisher:
         self._flags(pipe)
         self._read_flags(pipe.execute())
 
-    def publish_final(self, event_type: str, data: dict):
-        """The terminal event of a failing job: best effort, never raises over the real error."""
+    def publish_error(self, error_type: str, message: str):
+        """A failing job's terminal event: after whatever the log holds last, best effort, never raising.
+
+        An interrupted publish may or may not have reached the log; appending
+        after the log's own last entry is right either way.
+        """
         try:
-            self.publish(event_type, data)
+            self.seq = append_error(self._redis, self._job_id, error_type, message, self._ttl).seq
         except Exception:  # noqa: BLE001 - the job's own error is what matters
             log.warning("job %s: could not publish its terminal event", self._job_id, exc_info=True)

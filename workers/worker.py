@@ -14,11 +14,12 @@ import threading
 from redis import Redis
 from rq import SimpleWorker
 
-from hearth.contract import QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
+from hearth.contract import FAULT_KEY, QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
 from hearth import reaper
 from hearth.models import served_models
 from hearth.settings import Settings
 from workers import runtime
+from workers.faults import FaultInjectingEngine
 from workers.jobs import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ class Heartbeat(threading.Thread):
     it while a job runs.
     """
 
-    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_job_id):
+    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_job_id, event_ttl: int):
         super().__init__(name="hearth-heartbeat", daemon=True)
         self._redis = connection
+        self._event_ttl = event_ttl
         self._key = worker_heartbeat_key(worker_name)
         self._ttl = ttl
         self._current_job_id = current_job_id
@@ -44,6 +46,8 @@ class Heartbeat(threading.Thread):
             try:
                 value = json.dumps({"pid": os.getpid(), "job_id": self._current_job_id()})
                 self._redis.set(self._key, value, ex=self._ttl)
+                # Jobs of another worker that died (several workers share a Redis).
+                reaper.fail_abandoned(self._redis, self._event_ttl)
             except Exception:  # noqa: BLE001 - Redis may be restarting; keep beating
                 log.warning("heartbeat: Redis unreachable", exc_info=log.isEnabledFor(logging.DEBUG))
             self._stopping.wait(self._ttl / 3)
@@ -103,7 +107,7 @@ class HearthWorker(SimpleWorker):
 
     def work(self, *args, **kwargs):
         heartbeat = Heartbeat(self.connection, self.name, self.runtime.settings.heartbeat_ttl,
-                              lambda: self._current_job_id_cached)
+                              lambda: self._current_job_id_cached, self.runtime.settings.event_ttl)
         heartbeat.start()
         try:
             return super().work(*args, **kwargs)
@@ -120,9 +124,13 @@ def load_engines(settings: Settings) -> dict:
 
 def run_worker(settings: Settings, burst: bool = False) -> bool:
     """Load the models once, then drain `interactive` before `background` until stopped."""
-    rt = runtime.Runtime(settings=settings, engines=load_engines(settings))
-    runtime.install(rt)
     connection = Redis.from_url(settings.redis_url)
+    engines = load_engines(settings)
+    if settings.fault_injection:
+        log.warning("fault injection is on: %s in Redis can fail a generation", FAULT_KEY)
+        engines = {name: FaultInjectingEngine(engine, connection) for name, engine in engines.items()}
+    rt = runtime.Runtime(settings=settings, engines=engines)
+    runtime.install(rt)
     # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
     reaper.fail_abandoned(connection, settings.event_ttl)
     reaper.requeue_orphans(connection)
