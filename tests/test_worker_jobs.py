@@ -225,3 +225,21 @@ def test_the_models_own_cap_ends_the_turn_rather_than_reporting_max_tokens(redis
     result = Job.fetch(job_id, connection=redis).return_value()
     assert result["stop_reason"] == "end_turn" and result["usage"]["output_tokens"] == 3
     assert result["content"][0]["text"] == "abc"
+
+
+def test_answers_stop_at_the_context_window_and_a_prompt_that_fills_it_is_a_bad_request(redis, jobs, make_worker):
+    engine = ScriptedEngine(["word "] * 50)
+    engine.context_window = 4 + 5  # the test prompt is 4 tokens
+    fits, overflows = jobs.new_job_id(), jobs.new_job_id()
+    jobs.enqueue(fits, request(enable_thinking=False, max_tokens=32_000))
+    make_worker(engine).work(burst=True)
+    result = Job.fetch(fits, connection=redis).return_value()
+    assert result["stop_reason"] == "max_tokens" and result["usage"]["output_tokens"] == 5
+
+    engine.context_window = 4
+    jobs.enqueue(overflows, request(enable_thinking=False))
+    make_worker(engine).work(burst=True)
+    assert Job.fetch(overflows, connection=redis).get_status() == JobStatus.FAILED
+    [event] = read_log(redis, overflows)
+    assert event.type == ERROR and event.data["error"]["type"] == "invalid_request_error"
+    assert "context window is 4" in event.data["error"]["message"]

@@ -104,6 +104,8 @@ class Engine:
         self.prompt_cache = PromptCache(self.model, cache_bytes)
         self.tool_format = tool_format_of(self.tokenizer.chat_template)
         self.max_new_tokens = _max_new_tokens(name)
+        # Positions the model was made for (None if its config does not say).
+        self.context_window = getattr(getattr(self.model, "args", None), "max_position_embeddings", None)
         self._tools_first = tools_first
         self._cache_dir = persistence.model_cache_dir(cache_dir, name) if cache_dir else None
         if self._cache_dir:

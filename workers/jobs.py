@@ -41,6 +41,10 @@ class JobCancelled(Exception):
     """The job was cancelled (API, client disconnect, or rq's stop-job command)."""
 
 
+class PromptTooLong(ValueError):
+    """The rendered prompt fills the model's context window: a bad request, not a crash."""
+
+
 def run_message_job(request: dict) -> dict:
     job = get_current_job()
     rt = runtime.current()
@@ -54,6 +58,9 @@ def run_message_job(request: dict) -> dict:
         return message_job.run(progress)
     except JobSuspended:
         return suspend(rt, job, message_job)
+    except PromptTooLong as exc:
+        publisher.publish_error("invalid_request_error", str(exc))
+        raise
     except JobCancelled:
         log.info("job %s cancelled after %d events", job.id, publisher.seq)
         rt.mark_stopped(job.id)
@@ -109,6 +116,9 @@ class MessageJob:
 
     def begin(self, engine) -> Progress:
         prompt = engine.render(self.request)
+        window = getattr(engine, "context_window", None)
+        if window and len(prompt.tokens) >= window:
+            raise PromptTooLong(f"prompt is {len(prompt.tokens)} tokens; the model's context window is {window}")
         parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=self.request.enable_thinking,
                               tool_format=engine.tool_format, tools=self.request.tools)
         return Progress(context=list(prompt.tokens), prompt_tokens=len(prompt.tokens),
@@ -132,7 +142,14 @@ class MessageJob:
         try:
             while finish_reason is None:
                 over_budget = False
-                remaining = replace(request, max_tokens=request.max_tokens - p.output_tokens)
+                room = request.max_tokens - p.output_tokens
+                if getattr(engine, "context_window", None):
+                    # Claude Code asks for up to 32K tokens whatever the prompt: answer within the window.
+                    room = min(room, engine.context_window - len(p.context))
+                if room <= 0:
+                    finish_reason = "length"
+                    break
+                remaining = replace(request, max_tokens=room)
                 steps = engine.generate(list(p.context), remaining, on_prefill_progress=self._on_prefill_progress,
                                         static_tokens=p.static_tokens if not p.output_tokens else 0,
                                         decoder=decoder, on_cache_lookup=self._on_cache_lookup)
