@@ -218,8 +218,6 @@ def parse_messages_request(body, router: ModelRouter) -> tuple[GenerationRequest
     temperature = number(body, "temperature", 0.0, 2.0)
     top_p = number(body, "top_p", 0.0, 1.0)
     top_k = number(body, "top_k", 0, 1_000_000, integer=True)
-    problem = router.check_max_tokens(router.resolve(model), max_tokens)
-    require(problem is None, problem)
     request = GenerationRequest(
         model=router.resolve(model),
         requested_model=model,

@@ -104,8 +104,6 @@ def parse_chat_request(body, router: ModelRouter) -> tuple[GenerationRequest, bo
     temperature = number(body, "temperature", 0.0, 2.0)
     top_p = number(body, "top_p", 0.0, 1.0)
     system, messages = chat_messages(body.get("messages"))
-    problem = router.check_max_tokens(router.resolve(model), max_tokens)
-    require(problem is None, problem)
     request = GenerationRequest(
         model=router.resolve(model), requested_model=model, messages=messages, max_tokens=max_tokens,
         system=system, tools=None if body.get("tool_choice") == "none" else chat_tools(body.get("tools")), enable_thinking=thinking_enabled(body),
