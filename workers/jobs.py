@@ -1,8 +1,8 @@
 """The job function: one model call, from rendered prompt to final message.
 
 `run_message_job` is what rq runs; it is the one place that sorts a job's
-outcome (finished, cancelled, failed) and makes sure every outcome reaches
-the job's event stream as a terminal event.
+outcome (finished, suspended for interactive work, cancelled, failed) and
+makes sure every ending reaches the job's event stream as a terminal event.
 """
 
 from contextlib import closing
