@@ -51,7 +51,7 @@ class ScriptedEngine:
     def encode(self, text):
         return [ord(c) for c in text]
 
-    def decoder(self, replay=()):
+    def decoder(self, state=None):
         return FakeDecoder()
 
     def generate(self, prompt_tokens, request, on_prefill_progress=None, static_tokens=0, decoder=None,
@@ -83,7 +83,8 @@ class ScriptedEngine:
 class FakeDecoder:
     """ScriptedEngine's steps carry their text already."""
 
-    tokens = ()
+    def state(self):
+        return {}
 
 
 class FakePromptCache:

@@ -1,5 +1,7 @@
 """Text decoding across generation segments: a resumed job's text equals an uninterrupted one's."""
 
+import pickle
+
 from pathlib import Path
 
 from mlx_lm.tokenizer_utils import load as load_tokenizer
@@ -23,16 +25,22 @@ def awkward_tokens(tokenizer) -> list:
     return text + invalid + tokenizer.encode(" world → done", add_special_tokens=False)
 
 
-def test_replaying_into_a_fresh_decoder_continues_exactly(tokenizer):
+def new_decoder(tokenizer, state=None):
+    return TextDecoder(lambda: tokenizer.detokenizer, state)
+
+
+def test_a_decoder_restored_from_its_pickled_state_continues_exactly(tokenizer):
     tokens = awkward_tokens(tokenizer)
-    whole = TextDecoder(tokenizer.detokenizer)
+    whole = new_decoder(tokenizer)
     expected = "".join(whole.add(t) for t in tokens) + whole.flush()
     assert "café" in expected and "\ufffd" in expected
 
     for cut in range(1, len(tokens)):
-        first = TextDecoder(tokenizer.detokenizer)
+        first = new_decoder(tokenizer)
         text = "".join(first.add(t) for t in tokens[:cut])
-        resumed = TextDecoder(tokenizer.detokenizer, replay=first.tokens)
+        state = pickle.loads(pickle.dumps(first.state()))
+        assert len(pickle.dumps(state)) < 4096, "the vocabulary tables are not part of the state"
+        resumed = new_decoder(tokenizer, state)
         text += "".join(resumed.add(t) for t in tokens[cut:]) + resumed.flush()
         assert text == expected, cut
 
@@ -40,9 +48,9 @@ def test_replaying_into_a_fresh_decoder_continues_exactly(tokenizer):
 def test_a_fresh_decoder_per_segment_would_lose_text(tokenizer):
     # What the replay prevents: mlx-lm's per-call detokenizer drops held-back bytes and a leading space.
     tokens = awkward_tokens(tokenizer)
-    whole = TextDecoder(tokenizer.detokenizer)
+    whole = new_decoder(tokenizer)
     expected = "".join(whole.add(t) for t in tokens) + whole.flush()
     cut = len(tokens) - 3
-    first, second = TextDecoder(tokenizer.detokenizer), TextDecoder(tokenizer.detokenizer)
+    first, second = new_decoder(tokenizer), new_decoder(tokenizer)
     naive = "".join(first.add(t) for t in tokens[:cut]) + "".join(second.add(t) for t in tokens[cut:]) + second.flush()
     assert naive != expected

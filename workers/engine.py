@@ -51,27 +51,27 @@ class TextDecoder:
     stream_generate starts a fresh detokenizer per call, which would drop text
     still held back (half a UTF-8 character, a lone space) and trim the
     leading space of the next segment. A continuation (after a thinking budget
-    or a suspension) keeps decoding with this one. A resumed job rebuilds it
-    exactly by replaying every token it decoded (`tokens`): a detokenizer may
-    hold back any number of them (a run of invalid bytes), and replay costs
-    microseconds a token, once per resumption of a background job.
+    or a suspension) keeps decoding with this one; a suspended job keeps its
+    `state()` and a resumed one starts from it, exactly where it was.
     """
 
-    def __init__(self, detokenizer, replay=()):
-        self._detokenizer = detokenizer
-        self.tokens = []
-        for token in replay:
-            self.add(token)
-        _ = detokenizer.last_segment  # already sent before the suspension
+    def __init__(self, new_detokenizer, state: dict | None = None):
+        self._new_detokenizer = new_detokenizer
+        self._detokenizer = new_detokenizer()
+        vars(self._detokenizer).update(state or {})
 
     def add(self, token: int) -> str:
         self._detokenizer.add_token(token)
-        self.tokens.append(token)
         return self._detokenizer.last_segment
 
     def flush(self) -> str:
         self._detokenizer.finalize()
         return self._detokenizer.last_segment
+
+    def state(self) -> dict:
+        """What this detokenizer holds that a new one does not (its vocabulary tables are shared)."""
+        blank = vars(self._new_detokenizer())
+        return {name: value for name, value in vars(self._detokenizer).items() if value is not blank.get(name)}
 
 
 def common_prefix_length(a: list, b: list) -> int:
@@ -175,8 +175,9 @@ class Engine:
     def encode(self, text: str) -> list:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def decoder(self, replay=()) -> TextDecoder:
-        return TextDecoder(self.tokenizer.detokenizer, replay)
+    def decoder(self, state: dict | None = None) -> TextDecoder:
+        # Each access to `detokenizer` is a new copy, reset, sharing the vocabulary tables.
+        return TextDecoder(lambda: self.tokenizer.detokenizer, state)
 
     def generate(
         self,

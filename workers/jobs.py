@@ -136,7 +136,7 @@ class MessageJob:
         self._check_cancel(refresh=True)
         started = time.perf_counter()
         p = self.progress = resume or self.begin(engine)
-        decoder = engine.decoder(p.decoded_tokens)
+        decoder = engine.decoder(p.decoder_state)
         budget = request.thinking_budget if request.enable_thinking else None
         finish_reason = None
         try:
@@ -182,7 +182,7 @@ class MessageJob:
                 elif finish_reason is None:
                     finish_reason = "length"  # the generator ran dry without saying why
         finally:
-            p.decoded_tokens = list(decoder.tokens)
+            p.decoder_state = decoder.state()
             p.elapsed += time.perf_counter() - started
 
         self._emit(p.parser.feed(p.stops.flush()) + p.parser.finish())

@@ -43,7 +43,7 @@ class Progress:
     reused: int | None = None  # prompt tokens the first cache lookup found
     announced: bool = False  # the `started` event is out
     seq: int = 0  # the last event published
-    decoded_tokens: list = field(default_factory=list)  # replayed into a fresh detokenizer
+    decoder_state: dict = field(default_factory=dict)  # the detokenizer's, text held back included
     elapsed: float = 0.0  # seconds of work before this run
     suspensions: int = 0
 
