@@ -36,6 +36,8 @@ import threading
 import time
 
 import httpx
+from redis import Redis
+from rq.job import Job
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -69,6 +71,7 @@ class System:
         self.children = [subprocess.Popen([sys.executable, "-m", "hearth.cli", role], env=self.env, cwd=REPO,
                                           stdout=log, stderr=subprocess.STDOUT) for role in ("worker", "api")]
         self.http = httpx.Client(base_url=self.base_url, timeout=600)
+        self.rq = Redis.from_url(self.redis.url)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
@@ -78,6 +81,10 @@ class System:
                 pass
             time.sleep(0.2)
         raise RuntimeError("Hearth did not become healthy; see hearth.log")
+
+    def status(self, job_id: str) -> str:
+        """From rq directly: GET /v1/jobs/{id} assembles the whole output so far, which would load the API."""
+        return Job.fetch(job_id, connection=self.rq).get_status().value
 
     def stop(self):
         self.http.close()
@@ -107,10 +114,11 @@ def run_background(system: System, tokens: int, priority: str, during=None) -> t
     worker = threading.Thread(target=during, args=(job_id,)) if during else None
     if worker:
         worker.start()
-    while (view := system.http.get(f"/v1/jobs/{job_id}").json())["status"] not in ("finished", "failed", "cancelled"):
+    while system.status(job_id) not in ("finished", "failed", "stopped", "canceled"):
         time.sleep(0.05)
     if worker:
         worker.join()
+    view = system.http.get(f"/v1/jobs/{job_id}").json()
     assert view["status"] == "finished", view
     started = view["started_at"].replace("Z", "+00:00")
     ended = view["ended_at"].replace("Z", "+00:00")
@@ -121,11 +129,11 @@ def run_background(system: System, tokens: int, priority: str, during=None) -> t
 def interrupt(system: System, count: int, rng: random.Random, ttfts: list):
     """`during`: once the job has started, `count` interactive turns at random moments, one at a time."""
     def run(job_id):
-        while system.http.get(f"/v1/jobs/{job_id}").json()["status"] == "queued":
+        while system.status(job_id) == "queued":
             time.sleep(0.01)
         for _ in range(count):
             time.sleep(rng.uniform(0.05, 0.4))
-            if system.http.get(f"/v1/jobs/{job_id}").json()["status"] == "finished":
+            if system.status(job_id) == "finished":
                 break
             ttfts.append(interactive_ttft(system.http))
     return run
