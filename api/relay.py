@@ -88,10 +88,6 @@ async def job_events(jobs: JobQueue, feed: JobFeed, stopping: anyio.Event | None
     """
     try:
         async for event in feed.events():
-            if stopping is not None and stopping.is_set():
-                yield Event(feed.last_seq, ERROR, {"error": {
-                    "type": "overloaded_error", "message": "Hearth's API is shutting down; retry shortly"}})
-                return
             if event is None:
                 try:
                     problem = await job_problem(jobs, feed)
@@ -101,6 +97,10 @@ async def job_events(jobs: JobQueue, feed: JobFeed, stopping: anyio.Event | None
                     yield Event(feed.last_seq + 1, ERROR, {"error": problem})
                     return
             yield event
+            if stopping is not None and stopping.is_set() and not feed.ended:
+                yield Event(feed.last_seq, ERROR, {"error": {
+                    "type": "overloaded_error", "message": "Hearth's API is shutting down; retry shortly"}})
+                return
     except RedisError as exc:
         # Once the stream has started, an outage is reported in it, never as a broken connection.
         yield Event(feed.last_seq + 1, ERROR, {"error": {"type": "api_error", "message": f"lost Redis: {exc}"}})

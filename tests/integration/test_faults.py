@@ -253,6 +253,9 @@ def test_api_shutdown_ends_open_streams_with_an_error(faulty, http):
         stopping = []
         frames = stream_until_end(response, stop_api)
     assert frames[-1]["event"] == "error", frames[-3:]
+    assert frames[-1]["data"]["error"]["type"] == "overloaded_error"  # the SDKs retry it
+    # It carries the last event's id: a client resuming from it misses nothing.
+    assert frames[-1]["id"] == frames[-2]["id"]
     assert time.monotonic() - stopping[0] < 12  # gunicorn's graceful timeout is 10 s
     faulty.api.wait(20)
     faulty.start_api()
