@@ -14,8 +14,8 @@ import threading
 from redis import Redis
 from rq import SimpleWorker
 
-from hearth.contract import FAULT_KEY, QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
 from hearth import reaper
+from hearth.contract import FAULT_KEY, QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
 from hearth.models import served_models
 from hearth.settings import Settings
 from workers import runtime
