@@ -131,10 +131,12 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         engines = {name: FaultInjectingEngine(engine, connection) for name, engine in engines.items()}
     rt = runtime.Runtime(settings=settings, engines=engines)
     runtime.install(rt)
+    # First: the worker sets the socket timeout its blocking dequeue needs on the pool,
+    # and a connection pooled before that would keep redis-py's default of 5 s.
+    worker = HearthWorker(list(QUEUES), connection=connection, runtime=rt)
     # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
     reaper.fail_abandoned(connection, settings.event_ttl)
     reaper.requeue_orphans(connection)
-    worker = HearthWorker(list(QUEUES), connection=connection, runtime=rt)
     log.info("worker %s ready: models %s, queues %s", worker.name, ", ".join(rt.engines), ", ".join(QUEUES))
     try:
         return worker.work(burst=burst, logging_level=settings.log_level)

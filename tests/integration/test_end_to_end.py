@@ -112,6 +112,13 @@ def test_rq_info_shows_both_queues_and_the_worker(hearth):
     assert worker_name in output and "idle" in output
 
 
+def test_an_idle_worker_keeps_its_blocking_dequeue(hearth):
+    # A connection pooled before rq set its socket timeout kept redis-py's 5 s default:
+    # every idle dequeue then timed out, and rq backed off for seconds before the next one.
+    time.sleep(7)
+    assert "could not connect to Redis" not in (hearth.logs / "worker.log").read_text()
+
+
 def test_healthz_reports_redis_and_worker(hearth):
     health = httpx.get(hearth.base_url + "/healthz").json()
     assert health["status"] == "ok" and health["redis"] is True and len(health["workers"]) == 1
