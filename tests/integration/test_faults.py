@@ -188,6 +188,15 @@ def test_a_job_that_raises_fails_and_the_next_one_runs_with_the_cache_intact(fau
     assert response.json()["usage"]["cache_read_input_tokens"] > 100  # the model and its cache survived
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its children (gunicorn's workers hold the streams)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    sizes = subprocess.run(["ps", "-o", "rss=", "-p", ",".join([str(pid), *children])],
+                           capture_output=True, text=True).stdout.split()
+    assert children and len(sizes) == 1 + len(children)
+    return sum(int(size) for size in sizes)
+
+
 def test_a_frozen_reader_is_dropped_and_its_job_cancelled(faulty, http):
     ensure_worker(faulty)
     body = json.dumps(babble(stream=True)).encode()
@@ -204,8 +213,7 @@ def test_a_frozen_reader_is_dropped_and_its_job_cancelled(faulty, http):
         # Then never read again: the API's sends block until its send timeout drops the stream.
         deadline = time.monotonic() + SEND_TIMEOUT + 20
         while time.monotonic() < deadline:
-            api_rss.append(int(subprocess.run(["ps", "-o", "rss=", "-p", str(faulty.api.pid)],
-                                              capture_output=True, text=True).stdout.split()[0]))
+            api_rss.append(rss_kib(faulty.api.pid))
             if http.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled":
                 break
             time.sleep(0.5)
