@@ -22,6 +22,14 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
+# Values of the shapes the API expects, so that replacing a field often still gives a valid request.
+plausible_values = st.sampled_from([
+    "hi", "", "user", "assistant", "system", "claude-haiku-4-5", 0, 1, 8, -1, 1.5, 2**31, True, None, [], {},
+    [{"type": "text", "text": "x"}], [{"type": "image", "source": {"type": "base64", "data": ""}}],
+    {"type": "enabled", "budget_tokens": 1024}, {"type": "disabled"}, {"type": "adaptive"}, {"type": "any"},
+    {"type": "tool", "name": "Bash"}, {"type": "object"}, {"role": "user", "content": "hi"},
+])
+
 VALID = {
     "model": "claude-sonnet-4-6", "max_tokens": 8, "stream": False,
     "system": [{"type": "text", "text": "You are terse."}],
@@ -79,7 +87,7 @@ def test_arbitrary_json_bodies(serving, body, endpoint):
 
 
 @FUZZ
-@given(field=st.sampled_from(FIELDS), value=json_values, endpoint=st.sampled_from(ENDPOINTS))
+@given(field=st.sampled_from(FIELDS), value=plausible_values | json_values, endpoint=st.sampled_from(ENDPOINTS))
 def test_a_valid_request_with_one_field_replaced(serving, field, value, endpoint):
     body = replaced(VALID, field, value)
     if endpoint == "/v1/chat/completions":

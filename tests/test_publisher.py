@@ -65,3 +65,52 @@ def test_the_cancel_flag_rides_on_the_same_round_trip():
     redis.set(cancel_key("job1"), 1)
     publisher.publish("delta", {})
     assert publisher.cancel_requested
+
+
+def test_the_interactive_queue_length_rides_on_the_same_round_trip():
+    redis = fakeredis.FakeRedis()
+    publisher = EventPublisher(redis, "job1", ttl=60, watch_queue="rq:queue:interactive")
+    publisher.publish("delta", {})
+    assert publisher.waiting == 0
+    redis.rpush("rq:queue:interactive", "other-job")
+    publisher.publish("delta", {})
+    assert publisher.waiting == 1
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises mid-send (rq's cold shutdown raises SystemExit)."""
+
+
+@pytest.mark.parametrize("landed", [False, True])
+def test_a_publish_cut_short_leaves_no_gap_before_the_terminal_event(landed):
+    redis = fakeredis.FakeRedis()
+    publisher = EventPublisher(redis, "job1", ttl=60)
+    publisher.publish("delta", {"i": 0})
+
+    class CutShort:
+        def pipeline(self, transaction=False):
+            real = redis.pipeline(transaction=transaction)
+
+            class Pipe:
+                def __getattr__(self, name):
+                    return getattr(real, name)
+
+                def execute(self, raise_on_error=True):
+                    if landed:
+                        real.execute()  # the event reached the log before the signal
+                    raise Interrupted()
+
+            return Pipe()
+
+        def __getattr__(self, name):
+            return getattr(redis, name)
+
+    publisher._redis = CutShort()
+    with pytest.raises(Interrupted):
+        publisher.publish("delta", {"i": 1})
+    publisher._redis = redis
+    publisher.publish_error("api_error", "the worker shut down")
+
+    events = [Event.from_json(f[b"e"]) for _, f in redis.xrange(events_key("job1"))]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len(events) == (3 if landed else 2) and events[-1].type == "error"
