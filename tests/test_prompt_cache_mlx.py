@@ -21,6 +21,13 @@ def last_logits(model, tokens, kv=None):
     return logits[0, -1], kv
 
 
+def assert_continues_like_a_fresh_prefill(model, tokens, lease):
+    """Prefilling the rest of `tokens` on the lease's K/V predicts what a full prefill does."""
+    cached, _ = last_logits(model, tokens[lease.reused:], lease.kv)
+    fresh, _ = last_logits(model, tokens)
+    assert mx.allclose(cached, fresh, atol=1e-4).item()
+
+
 def prefill_and_store(cache, model, tokens):
     """What a generation does to the cache: look up, prefill the rest, store."""
     lease = cache.lookup(tokens)
@@ -49,9 +56,7 @@ def test_logits_after_a_cache_hit_equal_a_fresh_prefill(model_and_tokenizer, sha
 
     lease = cache.lookup(second)
     assert lease.reused == shared
-    cached, _ = last_logits(model, second[lease.reused:], lease.kv)
-    fresh, _ = last_logits(model, second)
-    assert mx.allclose(cached, fresh, atol=1e-4).item()
+    assert_continues_like_a_fresh_prefill(model, second, lease)
     cache.release(lease)
 
 
@@ -62,9 +67,7 @@ def test_a_full_hit_still_prefills_one_token(model_and_tokenizer):
     prefill_and_store(cache, model, tokens)
     lease = cache.lookup(tokens)
     assert lease.reused == len(tokens) - 1
-    cached, _ = last_logits(model, tokens[-1:], lease.kv)
-    fresh, _ = last_logits(model, tokens)
-    assert mx.allclose(cached, fresh, atol=1e-4).item()
+    assert_continues_like_a_fresh_prefill(model, tokens, lease)  # the last token
     cache.release(lease)
 
 
@@ -106,9 +109,7 @@ def test_persistence_round_trip(model_and_tokenizer, tmp_path, caplog):
     follow_up = tokens + prompt(tokenizer, "and one more question ", 20)
     lease = after.lookup(follow_up)
     assert lease.reused == len(tokens)
-    cached, _ = last_logits(model, follow_up[lease.reused:], lease.kv)
-    fresh, _ = last_logits(model, follow_up)
-    assert mx.allclose(cached, fresh, atol=1e-4).item()
+    assert_continues_like_a_fresh_prefill(model, follow_up, lease)
 
     # A file made for another model is ignored, with a warning.
     other = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
@@ -193,7 +194,5 @@ def test_persistence_writes_a_shared_prefix_once_and_restores_every_conversation
         follow_up = tokens + prompt(tokenizer, "next ", 5)
         lease = after.lookup(follow_up)
         assert lease.reused == len(tokens)
-        cached, _ = last_logits(model, follow_up[lease.reused:], lease.kv)
-        fresh, _ = last_logits(model, follow_up)
-        assert mx.allclose(cached, fresh, atol=1e-4).item()
+        assert_continues_like_a_fresh_prefill(model, follow_up, lease)
         after.release(lease)
