@@ -1,8 +1,12 @@
-"""Writing a job's last event from outside its run: the job will never write it itself.
+"""Writing to a job's event log: the worker's events, and a last event written from outside its run.
 
-The API (a suspended job cancelled while it waits) and the reaper (a job whose
-worker died) use this. Explicit stream ids make it safe against a worker
-that writes the same sequence number after all: the log keeps one.
+An event goes to the log (a Redis Stream, under its sequence number) and to
+the live channel in one pipeline. Explicit stream ids make a write
+idempotent: a retry after a lost reply, or a worker and the API writing the
+same last event, leaves one entry.
+
+The API (a suspended job cancelled while it waits) and the reaper (a job
+whose worker died) write a job's last event when the job never will.
 """
 
 from redis.exceptions import ResponseError
@@ -10,16 +14,26 @@ from redis.exceptions import ResponseError
 from hearth.contract import ERROR, Event, error_data, events_key, live_channel, seq_of, stream_id
 
 
+def queue_event(pipe, job_id: str, event: Event, ttl: int):
+    """Add one event's writes to a pipeline; check the first reply with `check_added`."""
+    raw = event.to_json()
+    pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(event.seq))
+    pipe.expire(events_key(job_id), ttl)
+    pipe.publish(live_channel(job_id), raw)
+
+
+def check_added(reply):
+    # "equal or smaller": that sequence number is already in the log (an earlier attempt, or the other writer).
+    if isinstance(reply, ResponseError) and "equal or smaller" not in str(reply):
+        raise reply
+
+
 def append_error(connection, job_id: str, error_type: str, message: str, ttl: int) -> Event:
     """Append an `error` event after the last one in the job's log, and publish it live."""
     last = connection.xrevrange(events_key(job_id), count=1)
     event = Event(seq_of(last[0][0]) + 1 if last else 1, ERROR, error_data(error_type, message))
-    raw = event.to_json()
     pipe = connection.pipeline(transaction=False)
-    pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(event.seq))
-    pipe.expire(events_key(job_id), ttl)
-    pipe.publish(live_channel(job_id), raw)
+    queue_event(pipe, job_id, event, ttl)
     added, *_ = pipe.execute(raise_on_error=False)
-    if isinstance(added, ResponseError) and "equal or smaller" not in str(added):
-        raise added
+    check_added(added)
     return event

@@ -9,11 +9,10 @@ import logging
 import time
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hearth.contract import Event, cancel_key, events_key, live_channel, progress_key, stream_id
-from hearth.event_log import append_error
+from hearth.contract import Event, cancel_key, progress_key
+from hearth.event_log import append_error, check_added, queue_event
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,8 @@ class EventPublisher:
 
     def publish(self, event_type: str, data: dict) -> Event:
         event = Event(self.seq + 1, event_type, data)
-        raw = event.to_json()
-        added, _, _, _, *flags = self._send(raw, event.seq)
-        if isinstance(added, ResponseError) and "equal or smaller" not in str(added):
-            raise added  # "equal or smaller": an earlier attempt did add it before the connection broke
+        added, _, _, _, *flags = self._send(event)
+        check_added(added)
         # Counted once sent: a publish cut short (a signal mid-send) leaves no gap behind it.
         self.seq = event.seq
         self._read_flags(flags)
@@ -57,21 +54,19 @@ class EventPublisher:
         if self._watch_queue:
             pipe.llen(self._watch_queue)
 
-    def _send(self, raw: str, seq: int) -> list:
+    def _send(self, event: Event) -> list:
         """One round trip; retried through a Redis restart (the log's explicit ids make it idempotent)."""
         for delay in (*RETRY_DELAYS, None):
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                pipe.xadd(events_key(self._job_id), {"e": raw}, id=stream_id(seq))
-                pipe.expire(events_key(self._job_id), self._ttl)
-                pipe.publish(live_channel(self._job_id), raw)
+                queue_event(pipe, self._job_id, event, self._ttl)
                 pipe.set(progress_key(self._job_id), self.output_tokens, ex=self._ttl)
                 self._flags(pipe)
                 return pipe.execute(raise_on_error=False)
             except (RedisConnectionError, RedisTimeoutError):
                 if delay is None:
                     raise
-                log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, seq, delay)
+                log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, event.seq, delay)
                 time.sleep(delay)
 
     def refresh(self):
