@@ -19,17 +19,17 @@ async def create_chat_completion(request: Request):
     feed = await start_job(request, job_request)
     if stream:
         formatter = openai_sse.ChunkFormatter(feed.job_id, job_request.requested_model, include_usage)
-        return event_source(state.settings, lambda stopping: stream_chunks(state.jobs, feed, formatter, stopping))
+        return event_source(state.settings, stream_chunks(state.jobs, feed, formatter))
     blocks, end = await collect(request, state.jobs, feed)
     if end is None:
         return JSONResponse({}, status_code=499)
     return JSONResponse(openai_sse.completion(feed.job_id, job_request.requested_model, blocks, end))
 
 
-async def stream_chunks(jobs, feed, formatter: openai_sse.ChunkFormatter, stopping=None):
+async def stream_chunks(jobs, feed, formatter: openai_sse.ChunkFormatter):
     try:
         yield formatter.first()
-        async for event in job_events(jobs, feed, stopping):
+        async for event in job_events(jobs, feed):
             if event is None:
                 yield ServerSentEvent(comment="ping")  # keeps proxies and clients from timing out
                 continue

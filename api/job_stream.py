@@ -33,10 +33,10 @@ async def job_event_stream(request: Request):
     job = await run_in_threadpool(state.jobs.fetch, job_id, principal_of(request.scope))
     feed = JobFeed(state.redis, job_id, after_seq=after, idle_after=state.settings.ping_interval)
     await feed.__aenter__()
-    return event_source(state.settings, lambda stopping: replay(state.jobs, feed, requested_model(job), after, stopping))
+    return event_source(state.settings, replay(state.jobs, feed, requested_model(job), after))
 
 
-async def replay(jobs, feed: JobFeed, model: str, after: int, stopping=None):
+async def replay(jobs, feed: JobFeed, model: str, after: int):
     try:
         if after == 0:
             yield anthropic_sse.message_start(feed.job_id, model)
@@ -47,7 +47,7 @@ async def replay(jobs, feed: JobFeed, model: str, after: int, stopping=None):
             yield anthropic_sse.error_frame({"type": "invalid_request_error",
                                              "message": f"events after {after} of job {feed.job_id} are no longer retained"})
             return
-        async for frame in anthropic_frames(jobs, feed, stopping):
+        async for frame in anthropic_frames(jobs, feed):
             yield frame
     finally:
         with anyio.CancelScope(shield=True):

@@ -24,14 +24,13 @@ async def create_message(request: Request):
     job_request, stream = parse_messages_request(body, state.router)
     feed = await start_job(request, job_request)
     if stream:
-        return event_source(state.settings,
-                            lambda stopping: stream_message(state.jobs, feed, job_request.requested_model, stopping))
+        return event_source(state.settings, stream_message(state.jobs, feed, job_request.requested_model))
     return await wait_for_message(request, state.jobs, feed, job_request.requested_model)
 
 
-async def anthropic_frames(jobs, feed, stopping=None):
+async def anthropic_frames(jobs, feed):
     """A job's events as Anthropic SSE frames, with a ping on every quiet tick."""
-    async for event in job_events(jobs, feed, stopping):
+    async for event in job_events(jobs, feed):
         if event is None:
             yield anthropic_sse.ping()
             continue
@@ -39,10 +38,10 @@ async def anthropic_frames(jobs, feed, stopping=None):
             yield frame
 
 
-async def stream_message(jobs, feed, model: str, stopping=None):
+async def stream_message(jobs, feed, model: str):
     try:
         yield anthropic_sse.message_start(feed.job_id, model)
-        async for frame in anthropic_frames(jobs, feed, stopping):
+        async for frame in anthropic_frames(jobs, feed):
             yield frame
     finally:
         await finish(jobs, feed)

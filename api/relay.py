@@ -18,6 +18,7 @@ from api.auth import principal_of
 from api.errors import RequestTooLarge
 from api.feed import JobFeed
 from api.job_queue import JobQueue
+from api.shutdown import shutting_down
 from hearth.contract import ERROR, Event, GenerationRequest, dedupe_key
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,11 @@ async def job_problem(jobs: JobQueue, feed: JobFeed) -> dict | None:
     return None
 
 
-async def job_events(jobs: JobQueue, feed: JobFeed, stopping: anyio.Event | None = None):
+async def job_events(jobs: JobQueue, feed: JobFeed):
     """The job's events in order, None on quiet ticks; always ends with a terminal event.
 
-    `stopping` is set when the API shuts down: the stream then ends with an error
-    event carrying the last event's id, so a client resuming from it misses nothing.
+    When the API shuts down, the stream ends with an error event carrying the
+    last event's id, so a client resuming from it misses nothing.
     """
     try:
         async for event in feed.events():
@@ -97,7 +98,7 @@ async def job_events(jobs: JobQueue, feed: JobFeed, stopping: anyio.Event | None
                     yield Event(feed.last_seq + 1, ERROR, {"error": problem})
                     return
             yield event
-            if stopping is not None and stopping.is_set() and not feed.ended:
+            if shutting_down() and not feed.ended:
                 yield Event(feed.last_seq, ERROR, {"error": {
                     "type": "overloaded_error", "message": "Hearth's API is shutting down; retry shortly"}})
                 return

@@ -1,8 +1,8 @@
 """Ending open streams with an error event when the API is told to stop.
 
 sse-starlette ends its streams on a server shutdown, giving each frames
-generator a `shutdown_event` and a grace period to say goodbye, but it learns
-of the shutdown only from uvicorn. gunicorn's ASGI worker keeps SIGTERM to
+generator a grace period to say goodbye, but it learns of the shutdown only
+from uvicorn. gunicorn's ASGI worker keeps SIGTERM to
 itself (an asyncio signal handler) and waits for open connections until its
 graceful timeout. So the app chains a handler in front of gunicorn's that
 sets sse-starlette's flag, and each stream sends an `error` event naming
@@ -10,14 +10,10 @@ the shutdown before the connection closes.
 """
 
 import asyncio
-import logging
 import signal
 
-import anyio
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import AppStatus
-
-log = logging.getLogger(__name__)
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
@@ -40,11 +36,14 @@ def watch_shutdown_signals():
             return  # not the main thread (a test client): no signals to watch
 
 
-def event_source(settings, make_frames) -> EventSourceResponse:
-    """An SSE response whose frames, made by `make_frames(stopping)`, learn of a shutdown in time to say so.
+def shutting_down() -> bool:
+    return AppStatus.should_exit
 
-    A stream notices `stopping` at its next event or quiet tick: the grace period covers one ping interval.
+
+def event_source(settings, frames) -> EventSourceResponse:
+    """An SSE response that, on a shutdown, lets its frames run long enough to say so.
+
+    A stream notices `shutting_down()` at its next event or quiet tick: the grace period covers one ping interval.
     """
-    stopping = anyio.Event()
-    return EventSourceResponse(make_frames(stopping), send_timeout=settings.send_timeout, shutdown_event=stopping,
+    return EventSourceResponse(frames, send_timeout=settings.send_timeout,
                                shutdown_grace_period=settings.ping_interval + 1)
