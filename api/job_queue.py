@@ -25,10 +25,9 @@ from hearth.contract import (
     WORKER_HEARTBEAT_PATTERN,
     cancel_key,
     suspended_key,
-    worker_heartbeat_key,
 )
 from hearth.event_log import append_error
-from hearth.reaper import fail_if_abandoned
+from hearth.reaper import fail_if_abandoned, worker_is_gone
 from hearth.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -168,17 +167,16 @@ class JobQueue:
             pass
 
     def state(self, job_id: str) -> JobState:
-        try:
-            job = Job.fetch(job_id, connection=self.connection)
-        except NoSuchJobError:
+        """Read on every quiet tick of every stream: the job's status, not its whole payload."""
+        status = self.connection.hget(Job.key_for(job_id), "status")
+        if status is None:
             return JobState(status=None, worker_alive=False)
-        status = job.get_status()
-        alive = True
-        if status == JobStatus.STARTED and job.worker_name:
-            alive = bool(self.connection.exists(worker_heartbeat_key(job.worker_name)))
-            if not alive:
-                fail_if_abandoned(self.connection, job, self.settings.event_ttl)
-        return JobState(status=status.value, worker_alive=alive)
+        if worker_is_gone(self.connection, job_id):
+            with contextlib.suppress(NoSuchJobError):
+                fail_if_abandoned(self.connection, Job.fetch(job_id, connection=self.connection),
+                                  self.settings.event_ttl)
+            return JobState(status=status.decode(), worker_alive=False)
+        return JobState(status=status.decode(), worker_alive=True)
 
     def live_workers(self) -> list[str]:
         prefix = WORKER_HEARTBEAT_PATTERN[:-1]

@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 JOB_KEY_PREFIX = Job.redis_job_namespace_prefix
 
 
+def worker_is_gone(connection: Redis, job_id: str) -> bool:
+    """A started job whose worker no longer beats: two small reads, not the job's whole payload."""
+    status, worker_name = connection.hmget(Job.key_for(job_id), "status", "worker_name")
+    if status is None or status.decode() != JobStatus.STARTED.value:
+        return False
+    return not (worker_name and connection.exists(worker_heartbeat_key(worker_name.decode())))
+
+
 def fail_if_abandoned(connection: Redis, job: Job, event_ttl: int) -> str | None:
     """Fail a started job whose worker no longer beats; returns the reason, or None if it lives."""
     if job.get_status() != JobStatus.STARTED:
@@ -51,6 +59,8 @@ def fail_abandoned(connection: Redis, event_ttl: int) -> list[str]:
     failed = []
     for name in QUEUES:
         for job_id in Queue(name, connection=connection).started_job_registry.get_job_ids(cleanup=False):
+            if not worker_is_gone(connection, job_id):
+                continue  # the common case, checked every heartbeat: no payload fetched
             try:
                 job = Job.fetch(job_id, connection=connection)
             except NoSuchJobError:
