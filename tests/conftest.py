@@ -39,6 +39,7 @@ class ScriptedEngine:
         self.renders = 0
         self.contexts = []  # every context generation started from
         self.tool_format = "json"
+        self.context_window = None
         self.prompt_length = 0
         self.prompt_cache = FakePromptCache()
 

@@ -116,7 +116,7 @@ class MessageJob:
 
     def begin(self, engine) -> Progress:
         prompt = engine.render(self.request)
-        window = getattr(engine, "context_window", None)
+        window = engine.context_window
         if window and len(prompt.tokens) >= window:
             raise PromptTooLong(f"prompt is {len(prompt.tokens)} tokens; the model's context window is {window}")
         parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=self.request.enable_thinking,
@@ -143,8 +143,8 @@ class MessageJob:
             while finish_reason is None:
                 over_budget = False
                 room = request.max_tokens - p.output_tokens
-                if getattr(engine, "context_window", None):
-                    # Claude Code asks for up to 32K tokens whatever the prompt: answer within the window.
+                if engine.context_window:
+                    # Claude Code asks for 64K tokens whatever the prompt: answer within the window.
                     room = min(room, engine.context_window - len(p.context))
                 if room <= 0:
                     finish_reason = "length"

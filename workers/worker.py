@@ -88,8 +88,7 @@ class HearthWorker(SimpleWorker):
                 self.runtime.release(job_id)
 
     def _publish_cache_stats(self):
-        stats = {name: engine.prompt_cache.stats() for name, engine in self.runtime.engines.items()
-                 if hasattr(engine, "prompt_cache")}
+        stats = {name: engine.prompt_cache.stats() for name, engine in self.runtime.engines.items()}
         try:
             self.connection.set(cache_stats_key(self.name), json.dumps(stats), ex=24 * 3600)
         except Exception:  # noqa: BLE001 - statistics must never fail a job
