@@ -74,11 +74,10 @@ class ScriptedEngine:
                 raise MemoryError("simulated out-of-memory")
             time.sleep(self.delay)
             self.generated += 1
-            count = i - start + 1
-            if count == request.max_tokens:
-                yield Step(pieces[i], i, count, "length")
+            if i - start + 1 == request.max_tokens:
+                yield Step(pieces[i], i, "length")
                 return
-            yield Step(pieces[i], i, count, "stop" if i == len(pieces) - 1 else None)
+            yield Step(pieces[i], i, "stop" if i == len(pieces) - 1 else None)
 
 
 class FakeDecoder:

@@ -37,7 +37,6 @@ class RenderedPrompt:
 class Step:
     text: str
     token: int
-    generated_tokens: int
     # None while generating; at the end "stop" (end token), "length" (the request's
     # max_tokens) or "capped" (the model's own max_new_tokens, see _max_new_tokens).
     finish_reason: str | None
@@ -223,7 +222,7 @@ class Engine:
                     # The model's cap, not the client's limit: Claude Code treats max_tokens as an error.
                     log.info("answer capped at %d tokens by %s's generation_config.json", max_tokens, self.name)
                     finish = "capped"
-                yield Step(text, response.token, response.generation_tokens, finish, lease.reused)
+                yield Step(text, response.token, finish, lease.reused)
         finally:
             # Also after a cancel: whatever was computed is worth keeping.
             self.prompt_cache.store(lease, prompt_tokens + generated)
