@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 
 from api import anthropic_sse
 from api.anthropic_request import decode_json_body, parse_messages_request
+from api.disconnect import unless_disconnected
 from api.errors import JobFailed, RequestTimedOut
 from api.relay import finish, job_events, read_body, start_job
 from api.shutdown import event_source
@@ -48,28 +49,33 @@ async def stream_message(jobs, feed, model: str):
 
 
 async def collect(request: Request, jobs, feed):
-    """Wait for a job's end: (assembled blocks, message_end data). Raises JobFailed on an error.
+    """Wait for a job's end: (assembled blocks, message_end data), or (None, None) if the client
+    went away. Raises JobFailed on an error event.
 
     Past HEARTH_REQUEST_TIMEOUT the job is cancelled: long work belongs in a stream or /v1/jobs.
     """
-    assembler = MessageAssembler()
     timeout = request.app.state.settings.request_timeout
     try:
         with anyio.move_on_after(timeout):
-            async for event in job_events(jobs, feed):
-                if event is None:
-                    if await request.is_disconnected():
-                        return None, None
-                    continue
-                assembler.apply(event)
-                if event.type == ERROR:
-                    raise JobFailed(event.data["error"])
-                if event.type == MESSAGE_END:
-                    return assembler.blocks, event.data
+            outcome = await unless_disconnected(request.receive, lambda: assemble(jobs, feed))
+            return outcome or (None, None)
         raise RequestTimedOut(f"no answer within {timeout:.0f}s; the job was cancelled. "
                               "Stream the response (\"stream\": true) or submit it to /v1/jobs")
     finally:
         await finish(jobs, feed)
+
+
+async def assemble(jobs, feed):
+    """The job's blocks and its message_end data, once it has ended. Raises JobFailed on an error."""
+    assembler = MessageAssembler()
+    async for event in job_events(jobs, feed):
+        if event is None:
+            continue
+        assembler.apply(event)
+        if event.type == ERROR:
+            raise JobFailed(event.data["error"])
+        if event.type == MESSAGE_END:
+            return assembler.blocks, event.data
 
 
 async def wait_for_message(request: Request, jobs, feed, model: str):
