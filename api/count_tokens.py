@@ -10,9 +10,8 @@ from starlette.responses import JSONResponse
 
 from api.auth import principal_of
 from api.anthropic_request import decode_json_body, parse_messages_request
-from api.job_queue import COUNT_TOKENS_FUNCTION
 from api.relay import read_body
-from hearth.contract import QUEUE_INTERACTIVE
+from hearth.contract import COUNT_TOKENS_JOB, QUEUE_INTERACTIVE
 
 
 async def count_tokens(request: Request):
@@ -25,7 +24,7 @@ async def count_tokens(request: Request):
     jobs = state.jobs
     job_id = jobs.new_job_id()
     await run_in_threadpool(jobs.enqueue, job_id, job_request.to_dict(), QUEUE_INTERACTIVE,
-                            f"count_tokens model={job_request.requested_model}", COUNT_TOKENS_FUNCTION,
+                            f"count_tokens model={job_request.requested_model}", COUNT_TOKENS_JOB,
                             owner=principal_of(request.scope))
     result = await run_in_threadpool(jobs.wait_for_result, job_id, state.settings.request_timeout)
     return JSONResponse({"input_tokens": result["input_tokens"]})

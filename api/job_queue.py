@@ -20,6 +20,7 @@ from rq.results import Result
 from api.errors import Conflict, JobFailed, NotFound, QueueUnavailable
 from api.job_views import status_of
 from hearth.contract import (
+    MESSAGE_JOB,
     QUEUE_INTERACTIVE,
     QUEUES,
     WORKER_HEARTBEAT_PATTERN,
@@ -32,8 +33,6 @@ from hearth.settings import Settings
 
 log = logging.getLogger(__name__)
 
-JOB_FUNCTION = "workers.jobs.run_message_job"
-COUNT_TOKENS_FUNCTION = "workers.jobs.count_tokens_job"
 WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
@@ -56,7 +55,7 @@ class JobQueue:
         return secrets.token_hex(16)
 
     def enqueue(self, job_id: str, request: dict, priority: str = QUEUE_INTERACTIVE, description: str = "",
-                function: str = JOB_FUNCTION, meta: dict | None = None, result_ttl: int | None = None,
+                function: str = MESSAGE_JOB, meta: dict | None = None, result_ttl: int | None = None,
                 owner: str | None = None) -> str:
         """Enqueue under an id chosen beforehand, so its feed can be opened first.
 
@@ -86,7 +85,7 @@ class JobQueue:
                              queue.failed_job_registry, queue.canceled_job_registry):
                 ids.update(registry.get_job_ids())
         jobs = [j for j in Job.fetch_many(sorted(ids), connection=self.connection)
-                if j is not None and j.func_name == JOB_FUNCTION and (owner is None or j.meta.get("owner") == owner)]
+                if j is not None and j.func_name == MESSAGE_JOB and (owner is None or j.meta.get("owner") == owner)]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         if status:
             jobs = [j for j in jobs if status_of(self.connection, j, refresh=False) == status]

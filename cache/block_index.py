@@ -205,6 +205,16 @@ class BlockIndex:
                 and len(self._children(leaf.parent)) > 1)
 
 
+def common_prefix_length(a, b) -> int:
+    """How many leading tokens two sequences share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _common_prefix(block_tokens: tuple, tokens, start: int, limit: int) -> int:
     n = 0
     for a, b in zip(block_tokens, itertools.islice(tokens, start, limit)):

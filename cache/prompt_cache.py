@@ -86,41 +86,45 @@ class PromptCache:
         """
         if start and self.index.match(tokens[:start]).length < start:
             return False
-        layers = [c.state for c in kv]
+        self._index(tokens, kv, start)
+        return True
+
+    def add(self, tokens: list, kv: list):
+        """Index what `kv` holds: the K/V of `tokens[:its offset]`."""
+        held = kv[0].offset if kv and hasattr(kv[0], "offset") else 0
+        tokens = list(tokens[:held])
+        if not tokens:
+            return
+        if self.blockwise:
+            self._index(tokens, kv)
+        else:
+            self._snapshots.insert_cache("model", tokens, kv)
+
+    def _index(self, tokens: list, kv: list, start: int = 0):
+        """Cut `kv` (holding tokens[start:]) into the blocks the index lacks."""
+        layers = [c.state[:2] for c in kv]
 
         def payload(begin, end):
             if begin < start:
-                raise ValueError("persisted suffix does not cover this block")
+                raise ValueError("this K/V does not cover the block")
             parts = [(mx.contiguous(k[..., begin - start:end - start, :]), mx.contiguous(v[..., begin - start:end - start, :]))
-                     for k, v, _ in layers]
+                     for k, v in layers]
             mx.eval(parts)
             return parts, sum(k.nbytes + v.nbytes for k, v in parts)
 
         self.index.insert(tokens, payload)
         self.index.evict()
-        return True
 
-    def store(self, lease: Lease, tokens: list):
-        """Index what `lease.kv` now holds: the K/V of `tokens[:offset]`."""
+    def store(self, lease: Lease, tokens: list, kv: list | None = None):
+        """Index `kv` (the lease's own by default), then give the lease back."""
         try:
-            held = lease.kv[0].offset if lease.kv and hasattr(lease.kv[0], "offset") else 0
-            tokens = list(tokens[:held])
-            if not tokens:
-                return
-            if not self.blockwise:
-                self._snapshots.insert_cache("model", tokens, lease.kv)
-                return
-            layers = [c.state for c in lease.kv]
-
-            def payload(start, end):
-                parts = [(mx.contiguous(k[..., start:end, :]), mx.contiguous(v[..., start:end, :]))
-                         for k, v, _ in layers]
-                mx.eval(parts)
-                return parts, sum(k.nbytes + v.nbytes for k, v in parts)
-
-            self.index.insert(tokens, payload)
+            self.add(tokens, lease.kv if kv is None else kv)
         finally:
             self.release(lease)
+
+    def cached_length(self, tokens: list) -> int:
+        """How much of `tokens` a lookup would find (without leasing it)."""
+        return self.index.match(tokens).length if self.blockwise else 0
 
     def release(self, lease: Lease):
         if lease.blocks:

@@ -15,6 +15,10 @@ QUEUES = (QUEUE_INTERACTIVE, QUEUE_BACKGROUND)
 
 KEY_PREFIX = "hearth"
 
+# The job functions, by import path (the API never imports the worker's code).
+MESSAGE_JOB = "workers.jobs.run_message_job"
+COUNT_TOKENS_JOB = "workers.jobs.count_tokens_job"
+
 
 def events_key(job_id: str) -> str:
     """The job's event log: a Redis Stream whose entry ids are `0-<seq>`."""

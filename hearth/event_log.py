@@ -1,6 +1,6 @@
 """Writing to a job's event log: the worker's events, and a last event written from outside its run.
 
-An event goes to the log (a Redis Stream, under its sequence number) and to
+Events go to the log (a Redis Stream, under their sequence numbers) and to
 the live channel in one pipeline. Explicit stream ids make a write
 idempotent: a retry after a lost reply, or a worker and the API writing the
 same last event, leaves one entry.
@@ -14,12 +14,18 @@ from redis.exceptions import ResponseError
 from hearth.contract import ERROR, Event, error_data, events_key, live_channel, seq_of, stream_id
 
 
-def queue_event(pipe, job_id: str, event: Event, ttl: int):
-    """Add one event's writes to a pipeline; check the first reply with `check_added`."""
-    raw = event.to_json()
-    pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(event.seq))
+def queue_events(pipe, job_id: str, events: list, ttl: int) -> int:
+    """Add the writes of `events` to a pipeline; returns how many replies they make.
+
+    The first `len(events)` replies are the log's: check each with `check_added`.
+    """
+    raws = [event.to_json() for event in events]
+    for event, raw in zip(events, raws):
+        pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(event.seq))
+    for raw in raws:
+        pipe.publish(live_channel(job_id), raw)
     pipe.expire(events_key(job_id), ttl)
-    pipe.publish(live_channel(job_id), raw)
+    return 2 * len(events) + 1
 
 
 def check_added(reply):
@@ -33,7 +39,7 @@ def append_error(connection, job_id: str, error_type: str, message: str, ttl: in
     last = connection.xrevrange(events_key(job_id), count=1)
     event = Event(seq_of(last[0][0]) + 1 if last else 1, ERROR, error_data(error_type, message))
     pipe = connection.pipeline(transaction=False)
-    queue_event(pipe, job_id, event, ttl)
+    queue_events(pipe, job_id, [event], ttl)
     added, *_ = pipe.execute(raise_on_error=False)
     check_added(added)
     return event

@@ -70,6 +70,12 @@ class Settings:
     tools_first: bool = True
     # The worker's prompt cache budget, per model, in bytes of K/V.
     cache_bytes: int = field(default_factory=_default_cache_bytes)
+    # Sequences the worker decodes together (all models); 1 runs one job at a time.
+    max_batch: int = 8
+    # K/V the running sequences may hold, in bytes; a job that would pass it waits its turn.
+    batch_bytes: int = field(default_factory=_default_cache_bytes)
+    # Prompt tokens prefilled per step: running streams wait at most one chunk for a new prompt.
+    prefill_chunk: int = 512
     # Where the worker saves its hottest cache entries on shutdown ("" disables).
     cache_dir: str = ""
     # For the reliability suite only: lets a Redis key make the worker's next generation fail.
@@ -101,6 +107,9 @@ class Settings:
             "api_keys": _api_keys(),
             "log_level": _env("HEARTH_LOG_LEVEL", cls.log_level),
             "cache_bytes": _env("HEARTH_CACHE_BYTES", _default_cache_bytes(), int),
+            "max_batch": _env("HEARTH_MAX_BATCH", cls.max_batch, int),
+            "batch_bytes": _env("HEARTH_BATCH_BYTES", _default_cache_bytes(), int),
+            "prefill_chunk": _env("HEARTH_PREFILL_CHUNK", cls.prefill_chunk, int),
             "tools_first": _env("HEARTH_TOOLS_FIRST", cls.tools_first, lambda v: v.lower() not in ("0", "false", "no")),
             "cache_dir": os.environ.get("HEARTH_CACHE_DIR", str(hearth_home() / "prompt-cache")),
             "fault_injection": _env("HEARTH_FAULT_INJECTION", cls.fault_injection, lambda v: v == "1"),

@@ -14,32 +14,45 @@ from api.job_queue import JobQueue
 from hearth.contract import QUEUES, Event, events_key
 from hearth.settings import Settings
 from workers import runtime
-from workers.engine import RenderedPrompt, Step
+from workers.batch import Output
+from workers.engine import RenderedPrompt
 from workers.worker import HearthWorker
 
 MODEL = "test-model"
 
 
 class ScriptedEngine:
-    """Stands in for a loaded model: 'generates' the given text pieces, one per token.
+    """Stands in for a loaded model: every sequence 'generates' the given text pieces, one per token,
+    then its end token.
 
-    `on_step(index)` runs before each piece is yielded: tests use it to cancel
-    or stop a job mid-generation. `fail_at` raises there instead.
+    Piece i is token FIRST_TOKEN + i; a continuation after a forced end of
+    thinking generates `then`. A resumed sequence goes on after the pieces
+    its context already holds. `on_step(key, index)` runs before sequence
+    `key` makes piece `index` (tests cancel, stop or enqueue work there);
+    `fail_at` makes the batched step raise there instead, as an MLX failure
+    would. `bytes_per_token` gives sequences a K/V size for admission.
     """
 
-    def __init__(self, pieces, opens_in_thinking=False, on_step=None, fail_at=None, delay=0.0, then=None):
+    FIRST_TOKEN = 1_000_000
+    END_TOKEN = 999_999
+
+    def __init__(self, pieces, opens_in_thinking=False, on_step=None, fail_at=None, delay=0.0, then=None,
+                 bytes_per_token=0):
         self.pieces = list(pieces)
-        # Pieces for later generate() calls (a continuation after a forced end of thinking).
         self.then = list(then or [])
         self.opens_in_thinking = opens_in_thinking
         self.on_step = on_step
         self.fail_at = fail_at
         self.delay = delay
+        self.bytes_per_token = bytes_per_token
+        self.name = MODEL
         self.generated = 0
         self.renders = 0
-        self.contexts = []  # every context generation started from
+        self.contexts = []  # every context a sequence started (or continued) from
+        self.steps = []  # the keys of the sequences each batched step decoded
         self.tool_format = "json"
         self.context_window = None
+        self.max_new_tokens = None
         self.prompt_length = 0
         self.prompt_cache = FakePromptCache()
 
@@ -53,38 +66,91 @@ class ScriptedEngine:
         return [ord(c) for c in text]
 
     def decoder(self, state=None):
-        return FakeDecoder()
+        return ScriptedDecoder(self.pieces + self.then)
 
-    def generate(self, prompt_tokens, request, on_prefill_progress=None, static_tokens=0, decoder=None,
-                 on_cache_lookup=None):
-        self.contexts.append(list(prompt_tokens))
-        if on_cache_lookup:
-            on_cache_lookup(0)
-        if on_prefill_progress:
-            on_prefill_progress(0, len(prompt_tokens))
-        if self.then and len(self.contexts) > 1:
-            pieces, start = self.then, 0
-        else:
-            # A resumed job's context already holds the pieces it generated: go on from there.
-            pieces, start = self.pieces, len(prompt_tokens) - self.prompt_length
-        for i in range(start, len(pieces)):
-            if self.on_step:
-                self.on_step(i)
-            if i == self.fail_at:
-                raise MemoryError("simulated out-of-memory")
-            time.sleep(self.delay)
-            self.generated += 1
-            if i - start + 1 == request.max_tokens:
-                yield Step(pieces[i], i, "length")
-                return
-            yield Step(pieces[i], i, "stop" if i == len(pieces) - 1 else None)
+    def batch(self, max_sequences, prefill_chunk):
+        return ScriptedBatch(self)
 
 
-class FakeDecoder:
-    """ScriptedEngine's steps carry their text already."""
+class ScriptedDecoder:
+    def __init__(self, vocabulary):
+        self.vocabulary = vocabulary
+
+    def add(self, token):
+        return self.vocabulary[token - ScriptedEngine.FIRST_TOKEN]
+
+    def flush(self):
+        return ""
 
     def state(self):
         return {}
+
+
+class ScriptedBatch:
+    """ScriptedEngine's sequences, stepped together: a prefill step first, then a piece per step."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.sequences = {}
+
+    def __len__(self):
+        return len(self.sequences)
+
+    def __contains__(self, key):
+        return key in self.sequences
+
+    def add(self, key, tokens, sampling, max_tokens, static_tokens=0):
+        self.engine.contexts.append(list(tokens))
+        done = sum(t >= ScriptedEngine.FIRST_TOKEN for t in tokens)  # a resumed job's pieces so far
+        self.sequences[key] = {"next": done, "last": len(self.engine.pieces), "room": max_tokens,
+                               "prefilled": False, "context": list(tokens)}
+
+    def extend(self, key, tokens, max_tokens):
+        sequence = self.sequences[key]
+        sequence["context"] += tokens
+        self.engine.contexts.append(list(sequence["context"]))
+        first = len(self.engine.pieces)
+        sequence.update(next=first, last=first + len(self.engine.then), room=max_tokens, prefilled=False)
+
+    def remove(self, key):
+        del self.sequences[key]
+
+    def step(self):
+        outputs = []
+        self.engine.steps.append(list(self.sequences))
+        for key, sequence in list(self.sequences.items()):
+            if not sequence["prefilled"]:
+                sequence["prefilled"] = True
+                length = len(sequence["context"])
+                outputs.append(Output(key, prefilled=(length, length), reused=0))
+                continue
+            index = sequence["next"]
+            if self.engine.on_step:
+                self.engine.on_step(key, index)
+            if index == self.engine.fail_at:
+                raise MemoryError("simulated out-of-memory")
+            time.sleep(self.engine.delay)
+            self.engine.generated += 1
+            sequence["next"] += 1
+            sequence["room"] -= 1
+            # Past its last piece, a sequence says its end token.
+            token = ScriptedEngine.END_TOKEN if index == sequence["last"] else ScriptedEngine.FIRST_TOKEN + index
+            finish = "stop" if token == ScriptedEngine.END_TOKEN else "length" if sequence["room"] == 0 else None
+            outputs.append(Output(key, token=token, finish=finish))
+            sequence["context"].append(token)
+            if finish:
+                del self.sequences[key]
+        return outputs
+
+    @property
+    def nbytes(self):
+        return self.engine.bytes_per_token * len(self) * self._longest()
+
+    def nbytes_with(self, tokens):
+        return self.engine.bytes_per_token * (len(self) + 1) * max(self._longest(), tokens)
+
+    def _longest(self):
+        return max((len(s["context"]) for s in self.sequences.values()), default=0)
 
 
 class FakePromptCache:

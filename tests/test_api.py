@@ -40,7 +40,7 @@ def test_streamed_message_follows_anthropic_event_order(client, running_worker):
     assert starts == ["thinking", "text"]
     message_delta = dict(events)["message_delta"]
     assert message_delta["delta"]["stop_reason"] == "end_turn"
-    assert message_delta["usage"]["output_tokens"] == len(ANSWER)
+    assert message_delta["usage"]["output_tokens"] == len(ANSWER) + 1  # and the end token
 
 
 def test_anthropic_sdk_stream_helper_accumulates_the_message(client, running_worker):
@@ -52,7 +52,7 @@ def test_anthropic_sdk_stream_helper_accumulates_the_message(client, running_wor
     assert text == "Hello from Hearth."
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[0].thinking.strip() == "Hmm." and message.content[0].signature
-    assert message.usage.input_tokens > 0 and message.usage.output_tokens == len(ANSWER)
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens == len(ANSWER) + 1  # and the end token
     assert message.model == "claude-sonnet-4-6" and message.stop_reason == "end_turn"
 
 
@@ -63,7 +63,7 @@ def test_non_streamed_message_has_the_same_shape(client, running_worker):
     assert message.id.startswith("msg_")
     assert [b.type for b in message.content] == ["thinking", "text"]
     assert message.content[1].text == "Hello from Hearth."
-    assert message.usage.output_tokens == len(ANSWER)
+    assert message.usage.output_tokens == len(ANSWER) + 1  # and the end token
 
 
 def test_failed_job_becomes_an_error_event_in_the_stream(client, running_worker):
@@ -199,7 +199,7 @@ def test_openai_sdk_streams_reasoning_and_text(client, running_worker):
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
     assert text == "Hello from Hearth." and reasoning.strip() == "Hmm."
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
-    assert chunks[-1].usage.completion_tokens == len(ANSWER)
+    assert chunks[-1].usage.completion_tokens == len(ANSWER) + 1  # and the end token
 
 
 def test_openai_sdk_tool_calls_stream_and_accumulate(client, running_worker):

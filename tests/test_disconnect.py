@@ -71,7 +71,7 @@ CHAT = ("/v1/chat/completions", {"model": "gpt-4o", "max_tokens": 100,
 @pytest.mark.parametrize("path, body", [MESSAGES, CHAT], ids=["messages", "chat"])
 def test_a_client_that_waits_through_many_quiet_ticks_gets_its_answer(client, running_worker, path, body):
     # ping_interval is 0.2 s: a silent second before the first token (a long prefill, a queue) is five quiet ticks.
-    running_worker(ScriptedEngine(PIECES, on_step=lambda i: time.sleep(1.0) if i == 0 else None))
+    running_worker(ScriptedEngine(PIECES, on_step=lambda key, i: time.sleep(1.0) if i == 0 else None))
     status, answer = client.portal.call(post, client.app, path, GunicornLikeReceive(body))
     assert status == 200, answer
     text = answer["content"][0]["text"] if "content" in answer else answer["choices"][0]["message"]["content"]

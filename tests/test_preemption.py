@@ -1,12 +1,29 @@
-"""A background job steps aside for interactive work and resumes where it stopped (real rq, fakeredis)."""
+"""A background job steps aside for interactive work and resumes where it stopped (real rq, fakeredis).
 
-from rq import Queue, get_current_job
+With one slot (HEARTH_MAX_BATCH=1) every interactive arrival needs the
+background job's slot; tests/test_scheduler.py covers slots shared by many.
+"""
+
+import pytest
+from rq import Queue
 from rq.job import Job, JobStatus
 
 from api.job_views import job_view
 from hearth.contract import ERROR, MESSAGE_END, QUEUE_BACKGROUND, QUEUE_INTERACTIVE, suspended_key
-from tests.conftest import ScriptedEngine, read_log
+from hearth.settings import Settings
+from tests.conftest import MODEL, ScriptedEngine, read_log
 from tests.test_worker_jobs import request
+
+
+
+@pytest.fixture
+def settings():
+    return Settings(redis_url="redis://fake", model=MODEL, ping_interval=0.2, heartbeat_ttl=5, max_batch=1)
+
+
+def origin(redis, job_id) -> str:
+    return Job.fetch(job_id, connection=redis).origin
+
 
 LONG_ANSWER = ["<think>", "\nPlan", " the", " work", ".\n</think>", "\n\n"] + [f"word{i} " for i in range(40)]
 
@@ -20,15 +37,15 @@ class InteractiveArrivals:
         self.interactive_ids, self.seen_while_interactive = [], []
         self.background_id = None
 
-    def __call__(self, step):
-        job = get_current_job()
-        if job.origin == QUEUE_BACKGROUND and step in self.at_steps:
+    def __call__(self, key, step):
+        queue = origin(self.redis, key)
+        if queue == QUEUE_BACKGROUND and step in self.at_steps:
             self.at_steps.discard(step)
-            self.background_id = job.id
+            self.background_id = key
             job_id = self.jobs.new_job_id()
             self.jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=3), priority=QUEUE_INTERACTIVE)
             self.interactive_ids.append(job_id)
-        elif job.origin == QUEUE_INTERACTIVE and step == 0 and self.background_id:
+        elif queue == QUEUE_INTERACTIVE and step == 0 and self.background_id:
             background = Job.fetch(self.background_id, connection=self.redis)
             self.seen_while_interactive.append(job_view(self.redis, background))
 
@@ -52,12 +69,12 @@ def test_a_background_job_suspends_for_interactive_work_and_resumes_exactly(redi
     # Same message, same events (but for cache usage), gapless across both suspensions.
     result = Job.fetch(job_id, connection=redis).return_value()
     assert result["content"] == alone["content"] and result["stop_reason"] == alone["stop_reason"]
-    assert result["usage"]["output_tokens"] == alone["usage"]["output_tokens"] == len(LONG_ANSWER)
+    assert result["usage"]["output_tokens"] == alone["usage"]["output_tokens"] == len(LONG_ANSWER) + 1
     events = read_log(redis, job_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [(e.type, e.data) for e in events] == [(e.type, e.data) for e in alone_events]
     # No token generated twice: each resumption went on from the context so far.
-    assert engine.generated == len(LONG_ANSWER) + 2 * 3
+    assert engine.generated == len(LONG_ANSWER) + 1 + 2 * 3
     background_contexts = [c for c in engine.contexts if len(c) > engine.prompt_length]
     assert [len(c) - engine.prompt_length for c in background_contexts] == [4, 21]
 
@@ -84,9 +101,9 @@ def test_the_suspended_jobs_cache_is_pinned_until_it_resumes(redis, jobs, make_w
     held_while_interactive = []
     engine = ScriptedEngine(LONG_ANSWER)
 
-    def on_step(step):
-        arrivals(step)
-        if get_current_job().origin == QUEUE_INTERACTIVE and step == 0:
+    def on_step(key, step):
+        arrivals(key, step)
+        if origin(redis, key) == QUEUE_INTERACTIVE and step == 0:
             held_while_interactive.append([t for t in engine.prompt_cache.held if t is not None])
 
     engine.on_step = on_step
@@ -102,9 +119,9 @@ def test_the_suspended_jobs_cache_is_pinned_until_it_resumes(redis, jobs, make_w
 def test_cancelling_a_suspended_job_ends_its_stream_and_it_never_resumes(redis, jobs, make_worker):
     cancelled = []
 
-    def cancel_while_suspended(step):
-        arrivals(step)
-        if get_current_job().origin == QUEUE_INTERACTIVE and step == 0 and not cancelled:
+    def cancel_while_suspended(key, step):
+        arrivals(key, step)
+        if origin(redis, key) == QUEUE_INTERACTIVE and step == 0 and not cancelled:
             cancelled.append(jobs.cancel(arrivals.background_id))
 
     arrivals = InteractiveArrivals(jobs, redis, at_steps=[8])
@@ -148,8 +165,8 @@ def test_two_background_jobs_and_several_interactive_ones_all_finish(redis, jobs
 
 
 def test_an_interactive_job_is_never_suspended(redis, jobs, make_worker):
-    def enqueue_more_interactive_work(step):
-        if step == 2 and get_current_job().meta.get("first", True):
+    def enqueue_more_interactive_work(key, step):
+        if step == 2 and Job.fetch(key, connection=redis).meta.get("first", True):
             jobs.enqueue(jobs.new_job_id(), request(max_tokens=2), priority=QUEUE_INTERACTIVE,
                          meta={"first": False})
 

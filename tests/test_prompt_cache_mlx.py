@@ -122,6 +122,7 @@ def test_untrimmable_caches_reuse_a_snapshot_at_the_end_of_system_and_tools():
     from mlx_lm.models.cache import KVCache
 
     from hearth.contract import GenerationRequest
+    from workers.batch import Sampling
     from workers.engine import Engine
 
     class UntrimmableKVCache(KVCache):  # stands in for rotating or state-space caches
@@ -140,22 +141,27 @@ def test_untrimmable_caches_reuse_a_snapshot_at_the_end_of_system_and_tools():
                                     system="You are a careful assistant. " * 30, tools=tools,
                                     messages=[{"role": "user", "content": question}])
         prompt = engine.render(request)
-        steps = list(engine.generate(prompt.tokens, request, static_tokens=prompt.static_tokens))
-        return prompt, steps
+        batch = engine.batch(4, 64)
+        batch.add("q", prompt.tokens, Sampling(temperature=0.0), 5, prompt.static_tokens)
+        outputs = []
+        while len(batch):
+            outputs += batch.step()
+        return prompt, outputs
 
     first, _ = run("What is a closure?")
     assert first.static_tokens > 200
-    second, steps = run("And a generator?")
+    second, outputs = run("And a generator?")
     assert second.static_tokens == first.static_tokens
-    assert steps[0].reused_tokens == second.static_tokens
+    assert outputs[0].reused == second.static_tokens
     fresh = [r.token for r in stream_generate(engine.model, engine.tokenizer, second.tokens, max_tokens=5)]
-    assert [s.token for s in steps] == fresh
+    assert [o.token for o in outputs if o.token is not None] == fresh
 
 
 @pytest.mark.parametrize("tools_first", [True, False])
 def test_conversations_with_the_same_tools_share_their_prefix_when_tools_come_first(tools_first):
     from hearth.contract import GenerationRequest
-    from workers.engine import Engine, common_prefix_length
+    from cache.block_index import common_prefix_length
+    from workers.engine import Engine
 
     engine = Engine(BUNDLED_MODEL, cache_bytes=1 << 30, tools_first=tools_first)
     tools = [{"type": "function", "function": {"name": "Bash", "description": "Run a command. " * 50,

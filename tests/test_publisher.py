@@ -6,7 +6,7 @@ from redis.exceptions import ConnectionError
 
 from hearth.contract import Event, cancel_key, events_key
 from workers import publisher as publisher_module
-from workers.publisher import EventPublisher
+from workers.publisher import EventPublisher, flush
 
 
 class FlakyPipelines:
@@ -67,14 +67,29 @@ def test_the_cancel_flag_rides_on_the_same_round_trip():
     assert publisher.cancel_requested
 
 
-def test_the_interactive_queue_length_rides_on_the_same_round_trip():
+def test_many_jobs_and_the_queue_lengths_share_one_round_trip():
     redis = fakeredis.FakeRedis()
-    publisher = EventPublisher(redis, "job1", ttl=60, watch_queue="rq:queue:interactive")
-    publisher.publish("delta", {})
-    assert publisher.waiting == 0
+    publishers = [EventPublisher(redis, f"job{i}", ttl=60) for i in range(3)]
+    for i, publisher in enumerate(publishers):
+        for n in range(i + 1):
+            publisher.stage("delta", {"n": n})
     redis.rpush("rq:queue:interactive", "other-job")
-    publisher.publish("delta", {})
-    assert publisher.waiting == 1
+    redis.set(cancel_key("job1"), 1)
+    pipelines = []
+    real_pipeline = redis.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipelines.append(True)
+        return real_pipeline(*args, **kwargs)
+
+    redis.pipeline = counting_pipeline
+    assert flush(redis, publishers, ("rq:queue:interactive", "rq:queue:background")) == [1, 0]
+    assert len(pipelines) == 1
+    for i, publisher in enumerate(publishers):
+        events = [Event.from_json(f[b"e"]) for _, f in redis.xrange(events_key(f"job{i}"))]
+        assert [(e.seq, e.data["n"]) for e in events] == [(n + 1, n) for n in range(i + 1)]
+        assert publisher.pending == []
+    assert [p.cancel_requested for p in publishers] == [False, True, False]
 
 
 class Interrupted(BaseException):

@@ -47,7 +47,7 @@ def test_a_dead_workers_started_job_is_failed_with_its_reason(redis, jobs):
 def test_the_sweep_finds_started_jobs_through_rqs_registries(redis, jobs, make_worker):
     swept = []
 
-    def worker_vanishes(step):
+    def worker_vanishes(key, step):
         if step == 2 and not swept:
             for key in redis.keys(worker_heartbeat_key("*")):
                 redis.delete(key)

@@ -1,4 +1,4 @@
-"""The job function and the worker's outcomes, through real rq on fakeredis."""
+"""One job's life in the worker, and its outcomes in rq, through real rq on fakeredis."""
 
 from rq.command import handle_stop_job_command
 from rq.job import Job, JobStatus
@@ -44,7 +44,7 @@ def test_a_job_publishes_gapless_sequenced_events_and_returns_the_message(redis,
     assert result["content"][0]["thinking"].strip() == "Short thought."
     assert result["content"][1]["text"] == "Hello there!"
     assert result["stop_reason"] == "end_turn" and result["model"] == "claude-sonnet-4-6"
-    assert result["usage"]["output_tokens"] == len(ANSWER)
+    assert result["usage"]["output_tokens"] == len(ANSWER) + 1  # and the end token
     assert events[-1].data["usage"] == result["usage"]
 
 
@@ -76,15 +76,16 @@ def test_cancel_of_a_running_job_stops_it_within_a_step(redis, jobs, make_worker
     long_answer = ["word "] * 200
     cancels = []
 
-    def cancel_at_step_five(i):
-        if i == 5 and not cancels:
+    def cancel_at_step_five(key, i):
+        if key == job_id and i == 5 and not cancels:
             cancels.append(jobs.cancel(job_id))
 
     jobs.enqueue(job_id, request(enable_thinking=False))
     engine = ScriptedEngine(long_answer, on_step=cancel_at_step_five)
+    worker = make_worker(engine)
+    worker.work(burst=True)
     next_id = jobs.new_job_id()
     jobs.enqueue(next_id, request())
-    worker = make_worker(engine)
     worker.work(burst=True)
 
     assert cancels == ["started"]
@@ -102,7 +103,7 @@ def test_rq_stop_job_command_stops_a_running_generation(redis, jobs, make_worker
     job_id = jobs.new_job_id()
     holder = {}
 
-    def stop_at_step_three(i):
+    def stop_at_step_three(key, i):
         if i == 3 and engine.generated == 3:
             # What the worker's pub/sub thread does on `rq`'s send_stop_job_command.
             handle_stop_job_command(holder["worker"], {"command": "stop-job", "job_id": job_id})
@@ -138,23 +139,14 @@ def test_a_cancel_that_races_the_dequeue_still_stops_the_job(redis, jobs, make_w
     assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.STOPPED
 
 
-def test_a_failing_job_sends_its_error_and_the_next_job_runs(redis, jobs, make_worker):
+def test_a_failing_model_step_fails_its_jobs_with_an_error_and_the_next_job_runs(redis, jobs, make_worker):
     failing, healthy = jobs.new_job_id(), jobs.new_job_id()
     jobs.enqueue(failing, request())
-    jobs.enqueue(healthy, request())
-    engine = ScriptedEngine(ANSWER)
-    engine.fail_at = 2
+    engine = ScriptedEngine(ANSWER, fail_at=2)
     worker = make_worker(engine)
-    # Fail only the first job: the second runs with the same engine.
-    original_generate = engine.generate
-
-    def generate_once_failing(*args, **kwargs):
-        try:
-            yield from original_generate(*args, **kwargs)
-        finally:
-            engine.fail_at = None
-
-    engine.generate = generate_once_failing
+    worker.work(burst=True)
+    engine.fail_at = None
+    jobs.enqueue(healthy, request())
     worker.work(burst=True)
 
     failed = Job.fetch(failing, connection=redis)
@@ -196,7 +188,7 @@ def test_a_cold_shutdown_mid_job_still_sends_an_error_event(redis, jobs, make_wo
     job_id = jobs.new_job_id()
     jobs.enqueue(job_id, request())
 
-    def shut_down(i):
+    def shut_down(key, i):
         if i == 2:
             raise SystemExit()
 
@@ -211,16 +203,8 @@ def test_a_cold_shutdown_mid_job_still_sends_an_error_event(redis, jobs, make_wo
 def test_the_models_own_cap_ends_the_turn_rather_than_reporting_max_tokens(redis, jobs, make_worker):
     job_id = jobs.new_job_id()
     jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=64000))
-    engine = ScriptedEngine(["a", "b", "c"])
-    original = engine.generate
-
-    def capped(*args, **kwargs):
-        for step in original(*args, **kwargs):
-            if step.finish_reason == "stop":
-                step.finish_reason = "capped"
-            yield step
-
-    engine.generate = capped
+    engine = ScriptedEngine(["a", "b", "c", "d"])
+    engine.max_new_tokens = 3  # generation_config.json's max_new_tokens
     make_worker(engine).work(burst=True)
     result = Job.fetch(job_id, connection=redis).return_value()
     assert result["stop_reason"] == "end_turn" and result["usage"]["output_tokens"] == 3

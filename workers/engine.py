@@ -1,6 +1,6 @@
-"""One loaded model: render a request with its chat template, then generate.
+"""One loaded model: render a request with its chat template, decode its tokens, batch its sequences.
 
-This and `cache/` glue are the only places that touch MLX. `mlx_lm.load`
+This, workers/batch.py and `cache/` glue are the only places that touch MLX. `mlx_lm.load`
 takes a local directory or a Hugging Face repo id alike.
 """
 
@@ -9,16 +9,15 @@ import json
 import logging
 from pathlib import Path
 import time
-from typing import Callable, Iterator
 
 from jinja2 import TemplateError
-import mlx.core as mx
 from mlx_lm import load, stream_generate
-from mlx_lm.sample_utils import make_sampler
 
 from cache import persistence
+from cache.block_index import common_prefix_length
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
+from workers.batch import ModelBatch
 from workers.tool_calls import tool_format_of
 
 log = logging.getLogger(__name__)
@@ -33,25 +32,14 @@ class RenderedPrompt:
     static_tokens: int = 0
 
 
-@dataclass
-class Step:
-    text: str
-    token: int
-    # None while generating; at the end "stop" (end token), "length" (the request's
-    # max_tokens) or "capped" (the model's own max_new_tokens, see _max_new_tokens).
-    finish_reason: str | None
-    # Prompt tokens taken from the prompt cache instead of being prefilled.
-    reused_tokens: int = 0
-
-
 class TextDecoder:
     """Tokens to text across generation segments: one mlx-lm streaming detokenizer for a whole answer.
 
-    stream_generate starts a fresh detokenizer per call, which would drop text
-    still held back (half a UTF-8 character, a lone space) and trim the
-    leading space of the next segment. A continuation (after a thinking budget
-    or a suspension) keeps decoding with this one; a suspended job keeps its
-    `state()` and a resumed one starts from it, exactly where it was.
+    A fresh detokenizer per generation segment would drop text still held back
+    (half a UTF-8 character, a lone space) and trim the leading space of the
+    next segment. A continuation (after a thinking budget or a suspension)
+    keeps decoding with this one; a suspended job keeps its `state()` and a
+    resumed one starts from it, exactly where it was.
     """
 
     def __init__(self, new_detokenizer, state: dict | None = None):
@@ -71,15 +59,6 @@ class TextDecoder:
         """What this detokenizer holds that a new one does not (its vocabulary tables are shared)."""
         blank = vars(self._new_detokenizer())
         return {name: value for name, value in vars(self._detokenizer).items() if value is not blank.get(name)}
-
-
-def common_prefix_length(a: list, b: list) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _max_new_tokens(name: str) -> int | None:
@@ -161,16 +140,6 @@ class Engine:
         probe = self.encode(self._template(self._layout(request) + [{"role": "user", "content": ""}], request, False))
         return common_prefix_length(probe, tokens)
 
-    def _prefill_and_snapshot(self, tokens, start, end, kv, on_prefill_progress, step=2048) -> int:
-        """Prefill up to a segment boundary and keep an exact snapshot there (untrimmable caches)."""
-        for chunk in range(start, end, step):
-            self.model(mx.array(tokens[chunk:min(end, chunk + step)])[None], cache=kv)
-            mx.eval([c.state for c in kv])
-            if on_prefill_progress:
-                on_prefill_progress(min(end, chunk + step), len(tokens))
-        self.prompt_cache.snapshot(tokens[:end], kv)
-        return end
-
     def encode(self, text: str) -> list:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
@@ -178,51 +147,6 @@ class Engine:
         # Each access to `detokenizer` is a new copy, reset, sharing the vocabulary tables.
         return TextDecoder(lambda: self.tokenizer.detokenizer, state)
 
-    def generate(
-        self,
-        prompt_tokens: list,
-        request: GenerationRequest,
-        on_prefill_progress: Callable[[int, int], None] | None = None,
-        static_tokens: int = 0,
-        decoder: TextDecoder | None = None,
-        on_cache_lookup: Callable[[int], None] | None = None,
-    ) -> Iterator[Step]:
-        """Steps of generated text; `decoder` carries text decoding over from an earlier segment.
-
-        `on_cache_lookup(reused)` learns, before prefill, how many prompt tokens the cache held.
-        """
-        decoder = decoder or self.decoder()
-        sampler = make_sampler(temp=request.temperature, top_p=request.top_p, top_k=request.top_k)
-        max_tokens = min(request.max_tokens, self.max_new_tokens or request.max_tokens)
-        lease = self.prompt_cache.lookup(prompt_tokens)
-        log.info("cache hit: reused %d of %d tokens (%.0f%%)", lease.reused, len(prompt_tokens),
-                 100.0 * lease.reused / max(len(prompt_tokens), 1))
-        if on_cache_lookup:
-            on_cache_lookup(lease.reused)
-        generated, start = [], lease.reused
-        try:
-            if static_tokens > start + 1 and not self.prompt_cache.blockwise:
-                start = self._prefill_and_snapshot(prompt_tokens, start, static_tokens, lease.kv, on_prefill_progress)
-            for response in stream_generate(
-                self.model,
-                self.tokenizer,
-                prompt_tokens[start:],
-                max_tokens=max_tokens,
-                sampler=sampler,
-                prompt_cache=lease.kv,
-                prompt_progress_callback=on_prefill_progress,
-            ):
-                generated.append(response.token)
-                finish = response.finish_reason
-                # The end token is not text; every other token is, the last one included.
-                text = "" if finish == "stop" else decoder.add(response.token)
-                if finish is not None:
-                    text += decoder.flush()
-                if finish == "length" and max_tokens < request.max_tokens:
-                    # The model's cap, not the client's limit: Claude Code treats max_tokens as an error.
-                    log.info("answer capped at %d tokens by %s's generation_config.json", max_tokens, self.name)
-                    finish = "capped"
-                yield Step(text, response.token, finish, lease.reused)
-        finally:
-            # Also after a cancel: whatever was computed is worth keeping.
-            self.prompt_cache.store(lease, prompt_tokens + generated)
+    def batch(self, max_sequences: int, prefill_chunk: int):
+        """A batch to decode this model's sequences together (see workers/batch.py)."""
+        return ModelBatch(self, max_sequences, prefill_chunk)

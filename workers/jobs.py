@@ -1,28 +1,24 @@
-"""The job function: one model call, from rendered prompt to final message.
+"""One Messages job, from its request to its final message, one token at a time.
 
-`run_message_job` is what rq runs; it is the one place that sorts a job's
-outcome (finished, suspended for interactive work, cancelled, failed) and
-makes sure every ending reaches the job's event stream as a terminal event.
+The scheduler (workers/scheduler.py) runs the model for many jobs at once
+and hands each job the tokens of its own sequence. A MessageJob turns them
+into text, thinking and tool-call blocks, applies its stop sequences,
+thinking budget and limits, and stages its events. `settle` is the one
+place that sorts how a job ended (finished, suspended for interactive work,
+cancelled, failed) and makes sure every ending reaches the job's event
+stream as a terminal event.
+
+rq knows a message job by `run_message_job`, the function the API enqueues;
+Hearth's worker runs such jobs in its batch instead of calling it.
 """
 
-from contextlib import closing
-from dataclasses import replace
+from dataclasses import dataclass
 import logging
 import time
 
-from rq import Queue, get_current_job
 from rq.utils import utcformat
 
-from hearth.contract import (
-    BLOCK_START,
-    BLOCK_STOP,
-    DELTA,
-    MESSAGE_END,
-    QUEUE_BACKGROUND,
-    QUEUE_INTERACTIVE,
-    STARTED,
-    GenerationRequest,
-)
+from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, MESSAGE_END, STARTED, GenerationRequest
 from workers import runtime, suspension
 from workers.publisher import EventPublisher
 from workers.stop_sequences import StopSequenceMatcher
@@ -33,8 +29,6 @@ log = logging.getLogger(__name__)
 
 # What a model writes to end its thinking; appended for it when the budget is spent.
 THINK_CLOSE_TEXT = "\n</think>\n\n"
-# Steps without a publish after which the cancel flag (and the interactive queue) is read on its own.
-FLAG_POLL_STEPS = 16
 
 
 class JobCancelled(Exception):
@@ -45,51 +39,24 @@ class PromptTooLong(ValueError):
     """The rendered prompt fills the model's context window: a bad request, not a crash."""
 
 
+@dataclass
+class Segment:
+    """What the model is asked for next: prefill `tokens`, then generate at most `max_tokens`."""
+
+    tokens: list
+    max_tokens: int
+    static_tokens: int = 0
+
+
+@dataclass
+class Done:
+    """The message is complete; `result` is what rq keeps."""
+
+    result: dict
+
+
 def run_message_job(request: dict) -> dict:
-    job = get_current_job()
-    rt = runtime.current()
-    progress = suspension.take(job.connection, job.id)
-    rt.release(job.id)
-    # Only a background job watches for interactive work to step aside for.
-    watch = Queue(QUEUE_INTERACTIVE, connection=job.connection).key if job.origin == QUEUE_BACKGROUND else None
-    publisher = EventPublisher(job.connection, job.id, rt.settings.event_ttl, progress.seq if progress else 0, watch)
-    message_job = MessageJob(rt, job.id, GenerationRequest.from_dict(request), publisher)
-    try:
-        return message_job.run(progress)
-    except JobSuspended:
-        return suspend(rt, job, message_job)
-    except PromptTooLong as exc:
-        publisher.publish_error("invalid_request_error", str(exc))
-        raise
-    except JobCancelled:
-        log.info("job %s cancelled after %d events", job.id, publisher.seq)
-        rt.mark_stopped(job.id)
-        publisher.publish_error("cancelled", f"job {job.id} was cancelled")
-        raise
-    except Exception as exc:
-        log.exception("job %s failed", job.id)
-        publisher.publish_error("api_error", f"generation failed: {type(exc).__name__}: {exc}")
-        raise
-    except BaseException:
-        # A cold shutdown (a second SIGTERM or Ctrl-C): tell the clients before the process goes.
-        log.warning("job %s interrupted: the worker is shutting down", job.id)
-        publisher.publish_error("api_error", f"the worker shut down during job {job.id}")
-        raise
-
-
-def suspend(rt: runtime.Runtime, job, message_job: "MessageJob"):
-    """Park a background job's progress and K/V, and put it back at the front of its queue."""
-    progress = message_job.progress
-    progress.suspensions += 1
-    suspension.save(job.connection, job.id, progress, rt.settings.event_ttl)
-    # For GET /v1/jobs/{id}: rq's started_at will be the resumed run's.
-    job.meta.setdefault("first_started_at", utcformat(job.started_at))
-    job.meta["suspensions"] = progress.suspensions
-    job.save_meta()
-    rt.hold(job.id, rt.engine_for(message_job.request.model), progress.context)
-    log.info("job %s suspended for interactive work after %d output tokens (event %d)",
-             job.id, progress.output_tokens, progress.seq)
-    return suspension.requeue_at_front()
+    raise RuntimeError("message jobs are decoded in batches by `hearth worker`, not called one by one")
 
 
 def count_tokens_job(request: dict) -> dict:
@@ -106,134 +73,170 @@ def usage(prompt_tokens: int, reused: int, output_tokens: int) -> dict:
 
 
 class MessageJob:
-    def __init__(self, rt: runtime.Runtime, job_id: str, request: GenerationRequest, publisher: EventPublisher):
-        self.rt = rt
+    def __init__(self, job_id: str, request: GenerationRequest, engine, publisher: EventPublisher,
+                 resume: Progress | None = None):
         self.job_id = job_id
         self.request = request
+        self.engine = engine
         self.publisher = publisher
-        self.progress: Progress | None = None
-        self._steps_since_publish = 0
+        self.progress = resume or self._begin()
+        self.decoder = engine.decoder(self.progress.decoder_state)
+        self._since = time.perf_counter()
 
-    def begin(self, engine) -> Progress:
-        prompt = engine.render(self.request)
-        window = engine.context_window
+    def _begin(self) -> Progress:
+        prompt = self.engine.render(self.request)
+        window = self.engine.context_window
         if window and len(prompt.tokens) >= window:
             raise PromptTooLong(f"prompt is {len(prompt.tokens)} tokens; the model's context window is {window}")
         parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=self.request.enable_thinking,
-                              tool_format=engine.tool_format, tools=self.request.tools)
+                              tool_format=self.engine.tool_format, tools=self.request.tools)
         return Progress(context=list(prompt.tokens), prompt_tokens=len(prompt.tokens),
                         static_tokens=prompt.static_tokens, parser=parser,
                         stops=StopSequenceMatcher(self.request.stop_sequences))
 
-    def run(self, resume: Progress | None = None) -> dict:
-        """Generate the whole message, or continue a suspended job's `resume`.
+    def first_segment(self) -> Segment | Done:
+        """The prompt to start from: the rendered one, or everything so far for a resumed job."""
+        room = self._room()
+        if room <= 0:
+            return self._finish("length")
+        p = self.progress
+        return Segment(list(p.context), room, p.static_tokens if not p.output_tokens else 0)
 
-        Raises JobSuspended (at a token boundary, progress kept in `self.progress`)
-        when a background job should step aside for interactive work.
-        """
-        request = self.request
-        engine = self.rt.engine_for(request.model)
-        self._check_cancel(refresh=True)
-        started = time.perf_counter()
-        p = self.progress = resume or self.begin(engine)
-        decoder = engine.decoder(p.decoder_state)
-        budget = request.thinking_budget if request.enable_thinking else None
-        finish_reason = None
-        try:
-            while finish_reason is None:
-                over_budget = False
-                room = request.max_tokens - p.output_tokens
-                if engine.context_window:
-                    # Claude Code asks for 64K tokens whatever the prompt: answer within the window.
-                    room = min(room, engine.context_window - len(p.context))
-                if room <= 0:
-                    finish_reason = "length"
-                    break
-                remaining = replace(request, max_tokens=room)
-                steps = engine.generate(list(p.context), remaining, on_prefill_progress=self._on_prefill_progress,
-                                        static_tokens=p.static_tokens if not p.output_tokens else 0,
-                                        decoder=decoder, on_cache_lookup=self._on_cache_lookup)
-                with closing(steps):
-                    for step in steps:
-                        if not p.announced:
-                            p.announced = True
-                            self._publish(STARTED, usage(p.prompt_tokens, p.reused or 0, 0))
-                        p.output_tokens += 1
-                        if step.finish_reason != "stop":
-                            p.context.append(step.token)  # a "stop" step's token is the end token
-                        self.publisher.output_tokens = p.output_tokens
-                        p.thinking_tokens += p.parser.in_thinking
-                        self._emit(p.parser.feed(p.stops.feed(step.text)))
-                        if p.stops.matched is not None:
-                            finish_reason = "stop_sequence"
-                            break
-                        finish_reason = step.finish_reason
-                        self._check_cancel()
-                        if finish_reason is not None:
-                            break
-                        if budget and p.parser.in_thinking and p.thinking_tokens >= budget:
-                            over_budget = True
-                            break
-                        self._check_yield()
-                if over_budget:
-                    # Budget spent: close thinking in the model's own context and let it answer.
-                    self._emit(p.parser.close_thinking())
-                    p.context += engine.encode(THINK_CLOSE_TEXT)
-                elif finish_reason is None:
-                    finish_reason = "length"  # the generator ran dry without saying why
-        finally:
-            p.decoder_state = decoder.state()
-            p.elapsed += time.perf_counter() - started
+    def on_output(self, output) -> Segment | Done | None:
+        """One output of this job's sequence. Returns what the sequence does next:
+        None (go on), a Segment to push into it (thinking closed by its budget), or Done."""
+        p = self.progress
+        if output.reused is not None and p.reused is None:
+            p.reused = output.reused  # the first lookup's: a resumed job finds its own prefill cached
+        if output.token is None:
+            return None
+        if not p.announced:
+            p.announced = True
+            self._stage(STARTED, usage(p.prompt_tokens, p.reused or 0, 0))
+        p.output_tokens += 1
+        self.publisher.output_tokens = p.output_tokens
+        finish = output.finish
+        # The end token is not text; every other token is, the last one included.
+        text = "" if finish == "stop" else self.decoder.add(output.token)
+        if finish != "stop":
+            p.context.append(output.token)
+        if finish is not None:
+            text += self.decoder.flush()
+        p.thinking_tokens += p.parser.in_thinking
+        self._emit(p.parser.feed(p.stops.feed(text)))
+        if p.stops.matched is not None:
+            return self._finish("stop_sequence")
+        if finish is not None:
+            return self._finish(finish)
+        budget = self.request.thinking_budget if self.request.enable_thinking else None
+        if budget and p.parser.in_thinking and p.thinking_tokens >= budget:
+            return self._close_thinking()
+        return None
 
+    def _close_thinking(self) -> Segment | Done:
+        """Budget spent: close thinking in the model's own context and let it answer."""
+        self._emit(self.progress.parser.close_thinking())
+        forced = self.engine.encode(THINK_CLOSE_TEXT)
+        self.progress.context += forced
+        room = self._room()
+        return Segment(forced, room) if room > 0 else self._finish("length")
+
+    def _room(self) -> int:
+        """Tokens this answer may still have: the client's max_tokens, the context window, the model's own cap."""
+        p = self.progress
+        room = self.request.max_tokens - p.output_tokens
+        if self.engine.context_window:
+            # Claude Code asks for 64K tokens whatever the prompt: answer within the window.
+            room = min(room, self.engine.context_window - len(p.context))
+        if self.engine.max_new_tokens:
+            room = min(room, self.engine.max_new_tokens - p.output_tokens)
+        return room
+
+    def _finish(self, finish_reason: str) -> Done:
+        p = self.progress
         self._emit(p.parser.feed(p.stops.flush()) + p.parser.finish())
-        # "capped" (the model's own answer limit) ends the turn: the client's max_tokens was not reached.
+        if finish_reason == "length" and p.output_tokens < self.request.max_tokens and not self._window_full():
+            # The model's own cap (generation_config.json), not the client's limit: Claude Code
+            # treats max_tokens as an error, so the turn just ends.
+            log.info("job %s: answer capped at %d tokens by %s's generation_config.json",
+                     self.job_id, p.output_tokens, self.engine.name)
+            finish_reason = "stop"
         stop_reason = {"stop_sequence": "stop_sequence", "length": "max_tokens"}.get(finish_reason, "end_turn")
         if p.parser.tool_calls and stop_reason == "end_turn":
             stop_reason = "tool_use"
         final_usage = usage(p.prompt_tokens, p.reused or 0, p.output_tokens)
-        self._publish(MESSAGE_END, {"stop_reason": stop_reason, "stop_sequence": p.stops.matched, "usage": final_usage})
+        self._stage(MESSAGE_END, {"stop_reason": stop_reason, "stop_sequence": p.stops.matched, "usage": final_usage})
+        self.pause()
         log.info("job %s finished: %d prompt + %d output tokens in %.2fs (%s, %d suspensions)",
                  self.job_id, p.prompt_tokens, p.output_tokens, p.elapsed, stop_reason, p.suspensions)
-        return {
-            "model": request.requested_model,
+        return Done({
+            "model": self.request.requested_model,
             "content": p.assembler.blocks,
             "stop_reason": stop_reason,
             "stop_sequence": p.stops.matched,
             "usage": final_usage,
-        }
+        })
+
+    def _window_full(self) -> bool:
+        window = self.engine.context_window
+        return bool(window) and len(self.progress.context) >= window
+
+    def pause(self):
+        """Bank the time worked and the detokenizer's state (for a suspension's continuation)."""
+        now = time.perf_counter()
+        self.progress.elapsed += now - self._since
+        self._since = now
+        self.progress.decoder_state = self.decoder.state()
 
     def _emit(self, parsed):
         for item in parsed:
             if isinstance(item, BlockStart):
-                self._publish(BLOCK_START, {"index": item.index, "block": item.block})
+                self._stage(BLOCK_START, {"index": item.index, "block": item.block})
             elif isinstance(item, BlockDelta):
-                self._publish(DELTA, {"index": item.index, "delta": item.delta})
+                self._stage(DELTA, {"index": item.index, "delta": item.delta})
             elif isinstance(item, BlockStop):
-                self._publish(BLOCK_STOP, {"index": item.index})
+                self._stage(BLOCK_STOP, {"index": item.index})
 
-    def _publish(self, event_type: str, data: dict):
-        self.progress.assembler.apply(self.publisher.publish(event_type, data))
+    def _stage(self, event_type: str, data: dict):
+        self.progress.assembler.apply(self.publisher.stage(event_type, data))
         self.progress.seq = self.publisher.seq
-        self._steps_since_publish = 0
 
-    def _on_cache_lookup(self, reused: int):
-        # The first lookup's figure: a resumed job finds its own earlier prefill cached.
-        if self.progress.reused is None:
-            self.progress.reused = reused
 
-    def _on_prefill_progress(self, processed: int, total: int):
-        # Prefill of a long prompt takes seconds: a cancel, or interactive work, must not wait for it.
-        self._check_cancel(refresh=True)
-        self._check_yield()
+def settle(rt: runtime.Runtime, job, message_job: MessageJob | None, publisher: EventPublisher, outcome):
+    """Sort how a job ended and tell its clients; returns what rq records: a result, rq's Retry, or the exception.
 
-    def _check_cancel(self, refresh: bool = False):
-        self._steps_since_publish += 1
-        if refresh or self._steps_since_publish >= FLAG_POLL_STEPS:
-            self.publisher.refresh()
-            self._steps_since_publish = 0
-        if self.rt.stop_requested.is_set() or self.publisher.cancel_requested:
-            raise JobCancelled(self.job_id)
+    `outcome` is the job's result (a dict), JobSuspended, or the exception that ended it.
+    """
+    if isinstance(outcome, dict):
+        return outcome
+    if isinstance(outcome, JobSuspended):
+        return suspend(rt, job, message_job)
+    if isinstance(outcome, PromptTooLong):
+        publisher.publish_error("invalid_request_error", str(outcome))
+    elif isinstance(outcome, JobCancelled):
+        log.info("job %s cancelled after %d events", job.id, publisher.seq)
+        publisher.publish_error("cancelled", f"job {job.id} was cancelled")
+    elif isinstance(outcome, Exception):
+        log.error("job %s failed", job.id, exc_info=outcome)
+        publisher.publish_error("api_error", f"generation failed: {type(outcome).__name__}: {outcome}")
+    else:
+        # A cold shutdown (a second SIGTERM or Ctrl-C): tell the clients before the process goes.
+        log.warning("job %s interrupted: the worker is shutting down", job.id)
+        publisher.publish_error("api_error", f"the worker shut down during job {job.id}")
+    return outcome
 
-    def _check_yield(self):
-        if self.publisher.waiting:
-            raise JobSuspended(self.job_id)
+
+def suspend(rt: runtime.Runtime, job, message_job: MessageJob):
+    """Park a background job's progress and K/V, and put it back at the front of its queue."""
+    message_job.pause()
+    progress = message_job.progress
+    progress.suspensions += 1
+    suspension.save(job.connection, job.id, progress, rt.settings.event_ttl)
+    # For GET /v1/jobs/{id}: rq's started_at will be the resumed run's.
+    job.meta.setdefault("first_started_at", utcformat(job.started_at))
+    job.meta["suspensions"] = progress.suspensions
+    job.save_meta()
+    rt.hold(job.id, message_job.engine, progress.context)
+    log.info("job %s suspended for interactive work after %d output tokens (event %d)",
+             job.id, progress.output_tokens, progress.seq)
+    return suspension.requeue_at_front()

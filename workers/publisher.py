@@ -1,8 +1,10 @@
-"""Publish a job's events: log (Redis Stream) and live (pub/sub), one round trip each.
+"""Publish jobs' events: log (Redis Stream) and live (pub/sub), every running job in one round trip.
 
-The same pipeline also reads the job's cancel flag and, for a background job,
-the length of the interactive queue, so checking for a cancel or for waiting
-interactive work between tokens costs no extra round trip.
+A job stages its events as it makes them; once per step the scheduler
+flushes every job's staged events together. The same pipeline reads each
+job's cancel flag and the queues' lengths, so checking for a cancel or for
+waiting work between tokens costs no extra round trip, however many jobs
+decode at once.
 """
 
 import logging
@@ -12,76 +14,93 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hearth.contract import Event, cancel_key, progress_key
-from hearth.event_log import append_error, check_added, queue_event
+from hearth.event_log import append_error, check_added, queue_events
 
 log = logging.getLogger(__name__)
 
-# Backoff between attempts while Redis is unreachable (about 15 s in all), then the job fails.
+# Backoff between attempts while Redis is unreachable (about 15 s in all), then the jobs fail.
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
 
 
 class EventPublisher:
-    """`watch_queue`: a Redis list (an rq queue's key) whose length each round trip also reads."""
+    """One job's events: sequence numbers, what is staged, and its flags as last read."""
 
-    def __init__(self, redis, job_id: str, ttl: int, seq: int = 0, watch_queue: str | None = None):
+    def __init__(self, redis, job_id: str, ttl: int, seq: int = 0):
         self._redis = redis
-        self._job_id = job_id
+        self.job_id = job_id
         self._ttl = ttl
-        self._watch_queue = watch_queue
         self.seq = seq
+        self.pending: list[Event] = []
         self.cancel_requested = False
-        # Jobs waiting in `watch_queue` at the last round trip.
-        self.waiting = 0
-        # Output tokens so far: stored with each event, for GET /v1/jobs/{id}.
+        # Output tokens so far: stored with each flush, for GET /v1/jobs/{id}.
         self.output_tokens = 0
 
-    def publish(self, event_type: str, data: dict) -> Event:
+    def stage(self, event_type: str, data: dict) -> Event:
+        """The job's next event, sent with the next flush."""
         event = Event(self.seq + 1, event_type, data)
-        added, _, _, _, *flags = self._send(event)
-        check_added(added)
-        # Counted once sent: a publish cut short (a signal mid-send) leaves no gap behind it.
         self.seq = event.seq
-        self._read_flags(flags)
+        self.pending.append(event)
         return event
 
-    def _read_flags(self, flags: list):
-        cancelled, *waiting = flags
-        self.cancel_requested = self.cancel_requested or bool(cancelled)
-        self.waiting = int(waiting[0]) if waiting else 0
-
-    def _flags(self, pipe):
-        pipe.exists(cancel_key(self._job_id))
-        if self._watch_queue:
-            pipe.llen(self._watch_queue)
-
-    def _send(self, event: Event) -> list:
-        """One round trip; retried through a Redis restart (the log's explicit ids make it idempotent)."""
-        for delay in (*RETRY_DELAYS, None):
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                queue_event(pipe, self._job_id, event, self._ttl)
-                pipe.set(progress_key(self._job_id), self.output_tokens, ex=self._ttl)
-                self._flags(pipe)
-                return pipe.execute(raise_on_error=False)
-            except (RedisConnectionError, RedisTimeoutError):
-                if delay is None:
-                    raise
-                log.warning("job %s: Redis unreachable, retrying event %d in %.1fs", self._job_id, event.seq, delay)
-                time.sleep(delay)
+    def publish(self, event_type: str, data: dict) -> Event:
+        """Stage one event and flush it at once (a job on its own)."""
+        event = self.stage(event_type, data)
+        flush(self._redis, [self])
+        return event
 
     def refresh(self):
-        """Read the flags on their own (before work starts, during prefill, after quiet steps)."""
-        pipe = self._redis.pipeline(transaction=False)
-        self._flags(pipe)
-        self._read_flags(pipe.execute())
+        """Read the cancel flag on its own (before work starts)."""
+        self.cancel_requested = self.cancel_requested or bool(self._redis.exists(cancel_key(self.job_id)))
 
     def publish_error(self, error_type: str, message: str):
         """A failing job's terminal event: after whatever the log holds last, best effort, never raising.
 
-        An interrupted publish may or may not have reached the log; appending
-        after the log's own last entry is right either way.
+        Staged events are dropped; an interrupted flush may or may not have
+        reached the log, and appending after the log's own last entry is right
+        either way.
         """
+        self.pending = []
         try:
-            self.seq = append_error(self._redis, self._job_id, error_type, message, self._ttl).seq
+            self.seq = append_error(self._redis, self.job_id, error_type, message, self._ttl).seq
         except Exception:  # noqa: BLE001 - the job's own error is what matters
-            log.warning("job %s: could not publish its terminal event", self._job_id, exc_info=True)
+            log.warning("job %s: could not publish its terminal event", self.job_id, exc_info=True)
+
+    def _queue(self, pipe) -> int:
+        replies = 0
+        if self.pending:
+            replies += queue_events(pipe, self.job_id, self.pending, self._ttl)
+            pipe.set(progress_key(self.job_id), self.output_tokens, ex=self._ttl)
+            replies += 1
+        pipe.exists(cancel_key(self.job_id))
+        return replies + 1
+
+    def _read(self, replies: list):
+        for added in replies[:len(self.pending)]:
+            check_added(added)
+        self.pending = []
+        self.cancel_requested = self.cancel_requested or bool(replies[-1])
+
+
+def flush(redis, publishers: list, watch_queues: tuple = ()) -> list[int]:
+    """Every publisher's staged events and cancel flag, and the lengths of `watch_queues`: one round trip.
+
+    Retried through a Redis restart (the log's explicit ids make it idempotent).
+    """
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            pipe = redis.pipeline(transaction=False)
+            spans = [publisher._queue(pipe) for publisher in publishers]
+            for queue in watch_queues:
+                pipe.llen(queue)
+            replies = pipe.execute(raise_on_error=False)
+            break
+        except (RedisConnectionError, RedisTimeoutError):
+            if delay is None:
+                raise
+            log.warning("Redis unreachable, retrying %d jobs' events in %.1fs", len(publishers), delay)
+            time.sleep(delay)
+    start = 0
+    for publisher, span in zip(publishers, spans):
+        publisher._read(replies[start:start + span])
+        start += span
+    return [int(length) for length in replies[start:]]

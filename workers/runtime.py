@@ -1,12 +1,11 @@
-"""What a job needs from the resident worker process: its models and its stop signal.
+"""What jobs share in the resident worker process: settings, loaded models, pinned K/V.
 
-rq calls job functions by import path with only the job's arguments, so the
-worker installs its runtime here once at start-up; tests install a fake one.
+rq calls job functions (count_tokens_job) by import path with only the
+job's arguments, so the worker installs its runtime here once at start-up;
+tests install a fake one.
 """
 
 from dataclasses import dataclass, field
-import threading
-from typing import Callable
 
 from hearth.settings import Settings
 
@@ -19,10 +18,6 @@ class ModelNotLoaded(LookupError):
 class Runtime:
     settings: Settings
     engines: dict
-    # Set by rq's stop-job command (through the worker's `kill_horse`).
-    stop_requested: threading.Event = field(default_factory=threading.Event)
-    # Tells rq that the current job was stopped on purpose (ends STOPPED, not FAILED).
-    mark_stopped: Callable[[str], None] = lambda job_id: None
     # Prompt-cache blocks pinned for suspended jobs: job id -> (engine, blocks).
     held: dict = field(default_factory=dict)
 

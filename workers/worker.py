@@ -1,28 +1,44 @@
-"""The resident MLX worker: an rq SimpleWorker that keeps its models loaded.
+"""The resident MLX worker: an rq SimpleWorker that keeps its models loaded and decodes many jobs at once.
 
 A SimpleWorker runs jobs in its own process (no fork per job), so models and
-caches stay warm, but rq's stop and kill commands assume a horse process to
-kill. Here they set an event that the generation loop checks between tokens,
-so `rq`'s own `send_stop_job_command` stops a running generation too.
+caches stay warm. rq's own loop still dequeues every job and records every
+outcome; what changes is what happens between dequeues. A message job is
+admitted to the scheduler (workers/scheduler.py) instead of being run to its
+end, and while jobs decode, `dequeue_job_and_maintain_ttl` steps them,
+taking another job at a token boundary whenever one waits and there is room.
+Other jobs (token counts) run in line, as rq would run them.
+
+rq's stop and kill commands assume a horse process to kill; here they name
+jobs for the scheduler to stop at their next token, so `rq`'s own
+`send_stop_job_command` stops one generation and leaves the others running.
 """
 
 import json
 import logging
 import os
 import threading
+import time
 
 from redis import Redis
 from rq import SimpleWorker
+from rq.command import parse_payload
+from rq.exceptions import StopRequested
+from rq.utils import now
+from rq.worker import WorkerStatus
 
 from hearth import reaper
-from hearth.contract import FAULT_KEY, QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
+from hearth.contract import FAULT_KEY, MESSAGE_JOB, QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
 from hearth.models import served_models
 from hearth.settings import Settings
 from workers import runtime
 from workers.faults import FaultInjectingEngine
 from workers.jobs import JobCancelled
+from workers.scheduler import Running, Scheduler
 
 log = logging.getLogger(__name__)
+
+# rq's worker key lives for minutes; while jobs decode it is refreshed this often.
+RQ_HEARTBEAT_SECONDS = 30
 
 
 class Heartbeat(threading.Thread):
@@ -32,19 +48,19 @@ class Heartbeat(threading.Thread):
     it while a job runs.
     """
 
-    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_job_id, event_ttl: int):
+    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_job_ids, event_ttl: int):
         super().__init__(name="hearth-heartbeat", daemon=True)
         self._redis = connection
         self._event_ttl = event_ttl
         self._key = worker_heartbeat_key(worker_name)
         self._ttl = ttl
-        self._current_job_id = current_job_id
+        self._current_job_ids = current_job_ids
         self._stopping = threading.Event()
 
     def run(self):
         while not self._stopping.is_set():
             try:
-                value = json.dumps({"pid": os.getpid(), "job_id": self._current_job_id()})
+                value = json.dumps({"pid": os.getpid(), "job_ids": self._current_job_ids()})
                 self._redis.set(self._key, value, ex=self._ttl)
                 # Jobs of another worker that died (several workers share a Redis).
                 reaper.fail_abandoned(self._redis, self._event_ttl)
@@ -64,22 +80,102 @@ class HearthWorker(SimpleWorker):
     def __init__(self, *args, runtime: runtime.Runtime, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime = runtime
-        runtime.mark_stopped = self._mark_stopped
-        self._current_job_id_cached: str | None = None
-
-    def kill_horse(self, sig=None):
-        # No horse to kill: ask the running generation to stop at its next token.
-        self.runtime.stop_requested.set()
+        self.batch_scheduler = Scheduler(runtime, self.connection, outcomes=self,
+                                   queue_keys={queue.name: queue.key for queue in self.queues})
+        self._kept_alive = time.monotonic()
 
     def execute_job(self, job, queue):
         self._release_abandoned_holds()
-        self.runtime.stop_requested.clear()
-        self._current_job_id_cached = job.id
+        if job.func_name != MESSAGE_JOB:
+            super().execute_job(job, queue)  # a token count: quick, in line
+            if self.batch_scheduler.busy:
+                self.set_state(WorkerStatus.BUSY)
+            return
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job)
+        job.started_at = now()
+        self.batch_scheduler.admit(job, queue, execution)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """While jobs decode: step them, taking another job at a token boundary when one waits and there is room."""
+        while self.batch_scheduler.busy:
+            if not self._stop_requested and self.batch_scheduler.has_room() and any(self.batch_scheduler.queued.values()):
+                dequeued = self._dequeue_now()
+                if dequeued is not None:
+                    return dequeued
+            self.batch_scheduler.step()
+            self._keep_alive()
+        if self._stop_requested:
+            raise StopRequested()  # a warm shutdown waited for the running jobs; rq's loop ends here
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _dequeue_now(self):
+        """rq's dequeue, without blocking: the running jobs must not wait for one."""
+        dequeued = self.queue_class.dequeue_any(self._ordered_queues, None, connection=self.connection,
+                                                job_class=self.job_class, serializer=self.serializer,
+                                                death_penalty_class=self.death_penalty_class)
+        if dequeued is None:
+            self.batch_scheduler.queued = dict.fromkeys(self.batch_scheduler.queued, 0)  # another worker took them
+            return None
+        job, queue = dequeued
+        self.batch_scheduler.queued[queue.name] = max(0, self.batch_scheduler.queued.get(queue.name, 0) - 1)
+        job.redis_server_version = self.get_redis_server_version()
+        self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
+        return dequeued
+
+    def teardown(self):
+        """rq's loop has ended (a warm shutdown, say): the jobs in flight finish first, as rq's current job would."""
         try:
-            super().execute_job(job, queue)
+            if self.batch_scheduler.busy:
+                self.log.info("Worker %s: finishing %d running jobs before stopping", self.name,
+                              len(self.batch_scheduler.running))
+            while self.batch_scheduler.busy:
+                self.batch_scheduler.step()
+                self._keep_alive()
         finally:
-            self._current_job_id_cached = None
-            self._publish_cache_stats()
+            super().teardown()
+
+    def _keep_alive(self):
+        if time.monotonic() - self._kept_alive > RQ_HEARTBEAT_SECONDS:
+            self._kept_alive = time.monotonic()
+            self.heartbeat()
+
+    # Outcomes: how the scheduler's jobs reach rq's registries, as rq's own perform_job records them.
+
+    def finished(self, run: Running, value):
+        self._finalize_success(run.job, run.queue, run.execution, value)  # rq's Retry: back to its queue
+        self._after_job()
+
+    def failed(self, run: Running, error: BaseException, stopped: bool):
+        if stopped:
+            self._stopped_job_id = run.job.id  # rq then records STOPPED, not FAILED
+        self._finalize_failure(run.job, run.queue, run.execution, (type(error), error, error.__traceback__))
+        self._after_job()
+
+    def _after_job(self):
+        self._publish_cache_stats()
+        if not self.batch_scheduler.busy:
+            self.set_state(WorkerStatus.IDLE)
+
+    def handle_exception(self, job, *exc_info):
+        # A cancel is an outcome, not a crash: the scheduler already logged it.
+        if exc_info and isinstance(exc_info[1], JobCancelled):
+            return
+        super().handle_exception(job, *exc_info)
+
+    # rq's commands (from the pub/sub thread): stop the job named, not a horse.
+
+    def handle_payload(self, message):
+        payload = parse_payload(message)
+        if payload.get("command") == "stop-job" and payload.get("job_id") in self.batch_scheduler.running:
+            self.batch_scheduler.stop_requested.add(payload["job_id"])
+            return
+        super().handle_payload(message)
+
+    def kill_horse(self, sig=None):
+        # rq names the job in _stopped_job_id (stop-job, stop-execution); without one, stop them all.
+        named = self._stopped_job_id
+        self.batch_scheduler.stop_requested.update([named] if named else self.batch_scheduler.job_ids())
 
     def _release_abandoned_holds(self):
         # A suspended job cancelled (or expired) while it waited: its pinned K/V may go.
@@ -94,23 +190,16 @@ class HearthWorker(SimpleWorker):
         except Exception:  # noqa: BLE001 - statistics must never fail a job
             log.debug("could not publish cache statistics", exc_info=True)
 
-    def handle_exception(self, job, *exc_info):
-        # A cancel is an outcome, not a crash: the job function already logged it.
-        if exc_info and isinstance(exc_info[1], JobCancelled):
-            return
-        super().handle_exception(job, *exc_info)
-
-    def _mark_stopped(self, job_id: str):
-        # rq marks a failed job STOPPED rather than FAILED when this matches.
-        self._stopped_job_id = job_id
-
     def work(self, *args, **kwargs):
         heartbeat = Heartbeat(self.connection, self.name, self.runtime.settings.heartbeat_ttl,
-                              lambda: self._current_job_id_cached, self.runtime.settings.event_ttl)
+                              self.batch_scheduler.job_ids, self.runtime.settings.event_ttl)
         heartbeat.start()
         try:
             return super().work(*args, **kwargs)
         finally:
+            if self.batch_scheduler.busy:
+                # rq's loop ended with jobs in flight (a cold shutdown outside a step): their clients hear why.
+                self.batch_scheduler.abort(SystemExit("the worker stopped"))
             heartbeat.stop()
 
 
@@ -136,7 +225,8 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
     reaper.fail_abandoned(connection, settings.event_ttl)
     reaper.requeue_orphans(connection)
-    log.info("worker %s ready: models %s, queues %s", worker.name, ", ".join(rt.engines), ", ".join(QUEUES))
+    log.info("worker %s ready: models %s, queues %s, %d slots", worker.name, ", ".join(rt.engines),
+             ", ".join(QUEUES), settings.max_batch)
     try:
         return worker.work(burst=burst, logging_level=settings.log_level)
     finally:

@@ -123,3 +123,29 @@ def hearth(hearth_env, tmp_path_factory):
     running.start_worker()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def private_hearth(hearth_env, tmp_path_factory):
+    """private_hearth(**env) -> a Hearth of the module's own (its own redis-server too), with `env` changed."""
+    made = []
+
+    def make(**env) -> Hearth:
+        port = free_port()
+        redis_process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                                         stdout=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_until(lambda: Redis.from_url(url).ping(), 10, "redis-server")
+        running = Hearth(dict(hearth_env, REDIS_URL=url, HEARTH_PORT=str(free_port()),
+                              HEARTH_HOME=str(tmp_path_factory.mktemp("home")), **env),
+                         tmp_path_factory.mktemp("logs"))
+        made.append((running, redis_process))
+        running.start_api()
+        running.start_worker()
+        return running
+
+    yield make
+    for running, redis_process in made:
+        running.stop()
+        stop_process(redis_process)

@@ -9,6 +9,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import httpx
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.integration
 BABBLER = "claude-haiku-4-5"  # never ends by itself
 SHORT = {"model": "claude-opus-4-6", "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]}
 SEND_TIMEOUT = 3
+SLOTS = 4
 
 
 def babble(max_tokens=100_000, **extra) -> dict:
@@ -52,7 +54,7 @@ def faulty(hearth_env, tmp_path_factory):
     redis = RestartableRedis(free_port(), tmp_path_factory.mktemp("faulty-redis"))
     redis.start()
     env = dict(hearth_env, REDIS_URL=redis.url, HEARTH_PORT=str(free_port()), HEARTH_FAULT_INJECTION="1",
-               HEARTH_SEND_TIMEOUT=str(SEND_TIMEOUT), HEARTH_SEND_BUFFER_BYTES="16384", HEARTH_HOME=str(tmp_path_factory.mktemp("faulty-home")))
+               HEARTH_MAX_BATCH=str(SLOTS), HEARTH_SEND_TIMEOUT=str(SEND_TIMEOUT), HEARTH_SEND_BUFFER_BYTES="16384", HEARTH_HOME=str(tmp_path_factory.mktemp("faulty-home")))
     running = Hearth(env, tmp_path_factory.mktemp("faulty-logs"))
     running.redis_server = redis
     running.start_api()
@@ -98,24 +100,36 @@ def stream_until_end(response, on_frame=None) -> list:
     return frames
 
 
-def test_sigkill_mid_generation_fails_the_job_and_loses_no_queued_one(faulty, http):
+def test_sigkill_with_a_full_batch_fails_every_job_in_it_and_loses_no_queued_one(faulty, http):
     ensure_worker(faulty)
-    queued, killed_at = [], []
+    # Four streams fill the worker's four slots (each read as it comes); two more jobs wait in the queue.
+    streams = [[] for _ in range(SLOTS)]
 
-    def kill_once_generating(frame):
-        if frame["event"] == "content_block_delta" and not killed_at:
-            queued.extend(submit(http, SHORT) for _ in range(2))  # waiting behind the running job
-            faulty.worker.send_signal(signal.SIGKILL)
-            killed_at.append(time.monotonic())
+    def read(frames, n):
+        with httpx.Client(base_url=faulty.base_url, timeout=60) as client:
+            with client.stream("POST", "/v1/messages", json=babble(stream=True, messages=[
+                    {"role": "user", "content": f"stream {n}"}])) as response:
+                stream_until_end(response, frames.append)
 
-    with http.stream("POST", "/v1/messages", json=babble(stream=True)) as response:
-        frames = stream_until_end(response, kill_once_generating)
-    noticed = time.monotonic() - killed_at[0]
-    assert frames[-1]["event"] == "error" and noticed < 10, (noticed, frames[-1])
-    job_id = frames[0]["data"]["message"]["id"].removeprefix("msg_")
-
-    view = poll_job(http, job_id, until=("failed",), timeout=10)
-    assert "died" in view["error"]["message"]
+    readers = [threading.Thread(target=read, args=(frames, n)) for n, frames in enumerate(streams)]
+    for reader in readers:
+        reader.start()
+    wait_until(lambda: all(any(f["event"] == "content_block_delta" for f in frames) for frames in streams),
+               30, "four streams decoding")
+    batch = [frames[0]["data"]["message"]["id"].removeprefix("msg_") for frames in streams]
+    queued = [submit(http, SHORT) for _ in range(2)]
+    time.sleep(0.5)
+    assert [http.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in queued] == ["queued", "queued"]
+    faulty.worker.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    for reader in readers:
+        reader.join(30)
+    noticed = time.monotonic() - killed_at
+    endings = [frames[-1] for frames in streams]
+    assert noticed < 10 and all(frame["event"] == "error" for frame in endings), (noticed, endings)
+    for job_id in batch:
+        view = poll_job(http, job_id, until=("failed",), timeout=10)
+        assert "died" in view["error"]["message"]
     # A job dequeued by the dead worker but never started (the window rq leaves open) is not lost either.
     assert faulty.redis.lpop(f"rq:queue:{QUEUE_BACKGROUND}").decode() == queued[0]
     faulty.start_worker()
@@ -239,7 +253,7 @@ def test_pubsub_output_buffer_drops_are_filled_from_the_log(faulty, http):
 
 def test_a_client_that_leaves_during_prefill_cancels_its_job(faulty, http):
     ensure_worker(faulty)
-    long_prompt = "the quick brown fox jumps over the lazy dog " * 4000  # tens of thousands of tokens
+    long_prompt = "the quick brown fox jumps over the lazy dog " * 3000  # ~54K tokens, within the window
     request = babble(stream=True, messages=[{"role": "user", "content": long_prompt}])
     with http.stream("POST", "/v1/messages", json=request) as response:
         lines = response.iter_lines()

@@ -1,4 +1,9 @@
-"""Interactive turns preempt a background job on the real worker: greedy output unchanged, no event lost."""
+"""Interactive turns preempt background jobs on the real worker: greedy output unchanged, no event lost.
+
+This Hearth has two slots: a filler background job holds one, the job under
+test the other, so every interactive turn needs a background job's slot and
+the newest one (the job under test) steps aside.
+"""
 
 import subprocess
 import sys
@@ -18,10 +23,25 @@ LONG = {"model": BABBLER, "max_tokens": 800, "temperature": 0, "messages": [{"ro
 SHORT = {"model": "claude-opus-4-6", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
 
 
+@pytest.fixture(scope="module")
+def hearth(private_hearth):
+    return private_hearth(HEARTH_MAX_BATCH="2")
+
+
 @pytest.fixture
 def http(hearth):
     with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
         yield client
+
+
+@pytest.fixture
+def filler(http):
+    """A background job holding one of the two slots until the test ends."""
+    job_id = http.post("/v1/jobs", json={"request": dict(LONG, max_tokens=100_000, messages=[
+        {"role": "user", "content": "fill a slot"}])}).json()["id"]
+    poll_job(http, job_id, until=("started",), timeout=60)
+    yield job_id
+    http.delete(f"/v1/jobs/{job_id}")
 
 
 def background_content(http, request) -> list:
@@ -36,7 +56,7 @@ def rq_info(hearth) -> str:
                           capture_output=True, text=True, timeout=30).stdout
 
 
-def test_interactive_requests_preempt_a_background_job_without_changing_it(hearth, http):
+def test_interactive_requests_preempt_a_background_job_without_changing_it(hearth, http, filler):
     reference = background_content(http, LONG)
     assert len(set(reference[0]["text"].split())) > 100  # varied text: a dropped or doubled token would show
 
@@ -71,7 +91,7 @@ def test_interactive_requests_preempt_a_background_job_without_changing_it(heart
         assert info.count(job_id) <= 1, info
 
 
-def test_cancelling_a_suspended_job_ends_its_stream(hearth, http):
+def test_cancelling_a_suspended_job_ends_its_stream(hearth, http, filler):
     job_id = http.post("/v1/jobs", json={"request": dict(LONG, max_tokens=100_000)}).json()["id"]
     poll_job(http, job_id, until=("started",), timeout=60)
     blocker = http.post("/v1/jobs", json={"request": dict(LONG, max_tokens=100_000, temperature=1),
@@ -86,9 +106,9 @@ def test_cancelling_a_suspended_job_ends_its_stream(hearth, http):
     assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled", "a cancelled suspended job resumed"
 
 
-def test_two_background_jobs_and_interactive_ones_all_finish(hearth, http):
+def test_three_background_jobs_and_interactive_ones_all_finish(hearth, http):
     backgrounds = [http.post("/v1/jobs", json={"request": dict(LONG, max_tokens=120, messages=[
-        {"role": "user", "content": f"task {n}"}])}).json()["id"] for n in range(2)]
+        {"role": "user", "content": f"task {n}"}])}).json()["id"] for n in range(3)]
     poll_job(http, backgrounds[0], until=("started",), timeout=60)
     interactive = []
     for n in range(4):

@@ -1,0 +1,137 @@
+"""One model's batch with the bundled model: sequences that share steps must not change a token."""
+
+from mlx_lm import stream_generate
+import pytest
+
+from hearth.settings import BUNDLED_MODEL
+from workers.batch import Sampling
+from workers.engine import Engine
+
+GREEDY = Sampling(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(BUNDLED_MODEL, cache_bytes=1 << 30)
+
+
+@pytest.fixture(scope="module")
+def babbler(tmp_path_factory):
+    """The bundled model's shape with random weights: it never ends by itself."""
+    from scripts.build_babbler import build_babbler
+
+    return Engine(str(build_babbler(tmp_path_factory.mktemp("babbler"))), cache_bytes=1 << 30)
+
+
+def fresh_engine_cache(engine):
+    from cache.prompt_cache import PromptCache
+
+    engine.prompt_cache = PromptCache(engine.model, budget_bytes=1 << 30)
+
+
+def alone(engine, tokens, max_tokens):
+    """What the model generates for `tokens` on its own, outside any batch or cache."""
+    return [r.token for r in stream_generate(engine.model, engine.tokenizer, tokens, max_tokens=max_tokens)]
+
+
+def prompt(engine, text, n):
+    tokens = engine.encode(text * (n // 2 + 1))
+    assert len(tokens) >= n
+    return tokens[:n]
+
+
+def run(batch, arrivals: dict, max_tokens: int, steps: dict | None = None) -> dict:
+    """Step the batch until it is empty, adding each sequence at its step; returns key -> its outputs.
+
+    `steps`, if given, collects key -> the step of each output.
+    """
+    outputs, step = {}, 0
+    while len(batch) or any(at >= step for at, _ in arrivals.values()):
+        for key, (at, tokens) in arrivals.items():
+            if at == step:
+                batch.add(key, tokens, GREEDY, max_tokens)
+        for output in batch.step():
+            outputs.setdefault(output.key, []).append(output)
+            if steps is not None:
+                steps.setdefault(output.key, []).append(step)
+        step += 1
+    return outputs
+
+
+def tokens_of(outputs) -> list:
+    return [o.token for o in outputs if o.token is not None]
+
+
+def test_sequences_joining_at_different_steps_generate_what_each_would_alone(engine):
+    fresh_engine_cache(engine)
+    prompts = {f"s{i}": prompt(engine, words, n) for i, (words, n) in
+               enumerate([("hello there ", 9), ("def parse(text): ", 300), ("list the files ", 40),
+                          ("cache the prompt ", 700)])}
+    batch = engine.batch(8, 64)
+    outputs = run(batch, {key: (at, tokens) for (key, tokens), at in zip(prompts.items(), [0, 2, 5, 9])}, 40)
+    for key, tokens in prompts.items():
+        assert tokens_of(outputs[key]) == alone(engine, tokens, 40), key
+
+
+def test_a_long_prompt_arriving_never_stops_the_running_sequences(babbler):
+    engine = babbler
+    batch = engine.batch(8, 128)
+    short = prompt(engine, "hello there ", 12)
+    long = prompt(engine, "the quick brown fox jumps over the lazy dog ", 2000)
+    steps = {}
+    outputs = run(batch, {"running": (0, short), "arriving": (4, long)}, 60, steps)
+    prefill = [(step, o.prefilled[0]) for step, o in zip(steps["arriving"], outputs["arriving"]) if o.prefilled]
+    decoding = {step for step, o in zip(steps["running"], outputs["running"]) if o.token is not None}
+    # The long prompt went in chunks of at most 128 tokens, one a step, and in every one of
+    # those steps the running sequence got its next token too.
+    assert len(prefill) >= 2000 // 128
+    assert all(b - a <= 128 for (_, a), (_, b) in zip(prefill, prefill[1:]))
+    assert {step for step, _ in prefill} <= decoding
+    assert tokens_of(outputs["arriving"]) == alone(engine, long, 60)
+
+
+def test_prompts_sharing_a_prefix_arriving_together_prefill_it_once(engine):
+    fresh_engine_cache(engine)
+    batch = engine.batch(8, 256)
+    tools = prompt(engine, "Run a shell command and return its output. ", 1500)
+    first = tools + prompt(engine, "You are the main agent. ", 60)
+    second = tools + prompt(engine, "You are a subagent that reads files. ", 80)
+    with batch._generator.stats() as stats:
+        outputs = run(batch, {"main": (0, first), "subagent": (1, second)}, 20)
+    assert outputs["main"][0].reused == 0
+    # The subagent waited for the main prompt's prefill and took the shared tools from the cache.
+    assert outputs["subagent"][0].reused >= len(tools) - 1
+    assert stats.prompt_tokens <= len(first) + (len(second) - len(tools)) + 2
+    assert tokens_of(outputs["subagent"]) == alone(engine, second, 20)
+    assert tokens_of(outputs["main"]) == alone(engine, first, 20)
+
+
+def test_tokens_pushed_into_a_running_sequence_continue_it_exactly(babbler):
+    engine = babbler
+    batch = engine.batch(8, 64)
+    start = prompt(engine, "think about it ", 30)
+    batch.add("a", start, GREEDY, 100)
+    batch.add("b", prompt(engine, "something else ", 20), GREEDY, 30)
+    generated = []
+    while len(generated) < 10:
+        generated += [o.token for o in batch.step() if o.key == "a" and o.token is not None]
+    forced = engine.encode("\n</think>\n\n")
+    batch.extend("a", forced, 15)
+    continued = []
+    while "a" in batch:
+        continued += [o.token for o in batch.step() if o.key == "a" and o.token is not None]
+    assert continued == alone(engine, start + generated + forced, 15)
+
+
+def test_a_sequence_taken_out_leaves_its_kv_in_the_prompt_cache(babbler):
+    engine = babbler
+    batch = engine.batch(8, 64)
+    start = prompt(engine, "a conversation that stops early ", 200)
+    batch.add("a", start, GREEDY, 100)
+    generated = []
+    while len(generated) < 7:
+        generated += [o.token for o in batch.step() if o.token is not None]
+    batch.remove("a")
+    assert len(batch) == 0
+    context = start + generated
+    assert engine.prompt_cache.cached_length(context + [1]) == len(context)

@@ -1,0 +1,233 @@
+"""One model's running sequences, decoded together: mlx-lm's BatchGenerator plus the prompt cache.
+
+BatchGenerator (what `mlx_lm.server` batches with) already does the hard
+part: sequences of different lengths with their own caches, samplers and
+limits, joining and leaving between steps, prompts prefilled in chunks
+interleaved with the running decodes. This adds what a Hearth sequence
+needs around it:
+
+- its prompt's longest cached prefix on the way in, its K/V back into the
+  prompt cache on the way out;
+- a prompt that shares a long prefix with one still being prefilled (Claude
+  Code's subagents share ~16K tokens of tools) waits for that prefill and
+  takes the prefix from the cache, instead of computing it a second time;
+- tokens pushed into a running sequence (the end of thinking forced by a
+  budget): its cache is taken out and put back with those tokens to prefill.
+
+Sequences are named by the caller's keys; text is the caller's business.
+"""
+
+from dataclasses import dataclass, field
+import logging
+
+import mlx.core as mx
+from mlx_lm.generate import BatchGenerator
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.sample_utils import make_sampler
+
+from cache.block_index import common_prefix_length
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Output:
+    """What one step did for one sequence: prefill progress, or a generated token."""
+
+    key: str
+    # While the prompt is prefilled: (tokens processed, prompt tokens), the cached prefix included.
+    prefilled: tuple | None = None
+    token: int | None = None
+    # With a token: None while generating, "stop" (an end token) or "length" (its max_tokens).
+    finish: str | None = None
+    # On a sequence's first output: how many prompt tokens came from the prompt cache.
+    reused: int | None = None
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+@dataclass(eq=False)
+class _Sequence:
+    key: str
+    tokens: list  # the whole context: prompt, then what was generated or forced
+    max_tokens: int
+    sampler: object
+    static_tokens: int = 0  # untrimmable caches snapshot the prompt here
+    uid: int | None = None  # BatchGenerator's id, once inserted
+    lease: object = None
+    reused: int | None = None  # reported with the first output
+    prefilling: bool = True
+    waiters: list = field(default_factory=list)  # sequences waiting for this prompt's prefix
+
+
+def can_batch(model) -> bool:
+    """mlx-lm's own test (server.py): every cache layer must know how to merge into a batch."""
+    return all(hasattr(layer, "merge") for layer in make_prompt_cache(model))
+
+
+def kv_bytes_per_token(model) -> int:
+    """K/V bytes one token adds to a sequence, measured on a one-token prefill."""
+    kv = make_prompt_cache(model)
+    model(mx.array([[0]]), cache=kv)
+    mx.eval([layer.state for layer in kv])
+    positions = max((layer.keys.shape[2] for layer in kv if getattr(layer, "keys", None) is not None), default=1)
+    return max(sum(layer.nbytes for layer in kv) // positions, 1)
+
+
+class ModelBatch:
+    def __init__(self, engine, max_sequences: int, prefill_chunk: int):
+        self.engine = engine
+        self.prompt_cache = engine.prompt_cache
+        self._generator = BatchGenerator(
+            engine.model,
+            stop_tokens=[[t] for t in engine.tokenizer.eos_token_ids],
+            completion_batch_size=max_sequences,
+            prefill_batch_size=max_sequences,
+            prefill_step_size=prefill_chunk,
+        )
+        self._sequences: dict[str, _Sequence] = {}
+        self._keys: dict[int, str] = {}
+        self._bytes_per_token = kv_bytes_per_token(engine.model)
+
+    def __len__(self):
+        return len(self._sequences)
+
+    def __contains__(self, key):
+        return key in self._sequences
+
+    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0):
+        """Start a sequence from its prompt `tokens`, generating at most `max_tokens`."""
+        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        sequence = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens)
+        self._sequences[key] = sequence
+        provider = self._prefilling_prefix_of(sequence.tokens)
+        if provider is not None:
+            log.info("sequence %s waits for the prefill of %s, whose prompt shares its prefix", key, provider.key)
+            provider.waiters.append(sequence)
+        else:
+            self._start(sequence)
+
+    def extend(self, key: str, tokens: list, max_tokens: int):
+        """Continue a running sequence with `tokens` pushed into its context: prefill them, then generate."""
+        sequence = self._sequences[key]
+        kv, context = self._take_out(sequence)
+        sequence.tokens = context + list(tokens)
+        sequence.prefilling = True
+        self._insert(sequence, [list(tokens)], max_tokens, kv, context)
+
+    def remove(self, key: str):
+        """Take a sequence out; what it computed goes into the prompt cache."""
+        sequence = self._sequences.pop(key)
+        if sequence.uid is None:
+            self._forget_waiter(sequence)
+            return
+        kv, context = self._take_out(sequence)
+        self.prompt_cache.store(sequence.lease, context, kv)
+        self._release_waiters(sequence)
+
+    def step(self) -> list[Output]:
+        """One model call for every sequence: a token each for those decoding, a chunk for prompts."""
+        prompt_responses, generation_responses = self._generator.next()
+        outputs = []
+        for response in prompt_responses:
+            sequence = self._sequences[self._keys[response.uid]]
+            processed, total = response.progress
+            before = len(sequence.tokens) - total  # cached, or computed before an extend
+            if response.end_of_prompt:
+                sequence.prefilling = False
+                self._release_waiters(sequence)
+            elif response.end_of_segment and sequence.static_tokens == before + processed:
+                self._snapshot(sequence)
+            outputs.append(self._first(sequence, Output(sequence.key, prefilled=(before + processed, before + total))))
+        for response in generation_responses:
+            key = self._keys[response.uid]
+            sequence = self._sequences[key]
+            outputs.append(Output(key, token=response.token, finish=response.finish_reason))
+            if response.finish_reason is None:
+                sequence.tokens.append(response.token)
+                continue
+            del self._sequences[key], self._keys[response.uid]
+            self.prompt_cache.store(sequence.lease, response.all_tokens, response.prompt_cache)
+        return outputs
+
+    @property
+    def nbytes(self) -> int:
+        """K/V held by the running sequences (padding included: a batch is as long as its longest)."""
+        return self._generator.prompt_cache_nbytes
+
+    def nbytes_with(self, tokens: int) -> int:
+        """About what this batch's K/V would be with one more sequence of `tokens` tokens:
+        every row of a batch is as long as its longest."""
+        longest = max((len(s.tokens) for s in self._sequences.values()), default=0)
+        return self._bytes_per_token * (len(self) + 1) * max(longest, tokens)
+
+    def _start(self, sequence: _Sequence):
+        lease = self.prompt_cache.lookup(sequence.tokens)
+        log.info("cache hit: reused %d of %d tokens (%.0f%%)", lease.reused, len(sequence.tokens),
+                 100.0 * lease.reused / max(len(sequence.tokens), 1))
+        sequence.lease, sequence.reused = lease, lease.reused
+        tokens = sequence.tokens
+        segments = [tokens[lease.reused:]]
+        if not self.prompt_cache.blockwise and sequence.static_tokens > lease.reused + 1:
+            # Stop at the end of system and tools to snapshot it: the next conversation starts there.
+            segments = [tokens[lease.reused:sequence.static_tokens], tokens[sequence.static_tokens:]]
+        self._insert(sequence, segments, sequence.max_tokens, lease.kv, tokens[:lease.reused])
+
+    def _insert(self, sequence, segments, max_tokens, kv, context):
+        [sequence.uid] = self._generator.insert_segments([segments], [max_tokens], caches=[kv], all_tokens=[context],
+                                                         samplers=[sequence.sampler])
+        self._keys[sequence.uid] = sequence.key
+
+    def _take_out(self, sequence) -> tuple[list, list]:
+        del self._keys[sequence.uid]
+        kv, context = self._generator.remove([sequence.uid], return_prompt_caches=True)[sequence.uid]
+        return kv, list(context)
+
+    @staticmethod
+    def _first(sequence: _Sequence, output: Output) -> Output:
+        output.reused, sequence.reused = sequence.reused, None
+        return output
+
+    def _prefilling_prefix_of(self, tokens: list) -> _Sequence | None:
+        """A sequence still prefilling a prompt that shares at least a cache block more of `tokens` than the cache holds."""
+        if not self.prompt_cache.blockwise:
+            return None
+        block = self.prompt_cache.index.block_size
+        cached = None
+        for other in self._sequences.values():
+            if other.uid is None or not other.prefilling:
+                continue
+            shared = common_prefix_length(other.tokens, tokens)
+            if shared < block:
+                continue
+            if cached is None:
+                cached = self.prompt_cache.cached_length(tokens)
+            if shared - cached >= block:
+                return other
+        return None
+
+    def _release_waiters(self, sequence: _Sequence):
+        """The prompt they wait for is prefilled (or abandoned): index it, then start them from the cache."""
+        if not sequence.waiters:
+            return
+        if sequence.key in self._sequences and sequence.uid is not None:
+            [(kv, context)] = self._generator.extract_cache([sequence.uid]).values()
+            self.prompt_cache.add(list(context), kv)
+        waiters, sequence.waiters = sequence.waiters, []
+        for waiter in waiters:
+            self._start(waiter)
+
+    def _forget_waiter(self, waiter: _Sequence):
+        for sequence in self._sequences.values():
+            if waiter in sequence.waiters:
+                sequence.waiters.remove(waiter)
+                return
+
+    def _snapshot(self, sequence):
+        [(kv, context)] = self._generator.extract_cache([sequence.uid]).values()
+        self.prompt_cache.snapshot(list(context), kv)
