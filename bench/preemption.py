@@ -1,97 +1,50 @@
-"""Preemption benchmark: interactive turns arriving while a long background job decodes.
+"""Preemption benchmark: interactive turns arriving while background jobs decode.
 
     python bench/preemption.py [--background-tokens 1500] [--requests 12] [--seed 1]
 
-Runs the real system: a private redis-server, `hearth worker` and `hearth api`.
-The background job runs on the babbler (scripts/build_babbler.py: the bundled
-model's shape and cost per token, but it never stops by itself), greedy, for
+Runs the real system (a private redis-server, `hearth worker` and `hearth
+api`) with two slots (HEARTH_MAX_BATCH=2), so both cases a user meets show:
+a free slot, and every slot held by background work. The background job
+runs on the babbler (scripts/build_babbler.py: the bundled model's shape and
+cost per token, but it never stops by itself), greedy, for
 --background-tokens tokens. Interactive requests are short streamed Messages
-turns on the bundled model. Measured in the same run:
+turns on the bundled model, sent one after another at random moments.
+Measured in the same run:
 
 1. idle: interactive time to first token (TTFT) with the worker idle;
 2. alone: the background job's total time, uninterrupted;
-3. preempted: the same background job again, with interactive requests sent
-   one after another at random moments while it runs: their TTFT, and the
-   background job's total time (its greedy output must be unchanged);
-4. no preemption: the same again with the background job submitted at
-   interactive priority, which is never suspended: what a turn waits for
-   without this feature.
+3. joined: the same job with interactive turns arriving while a slot is free:
+   they decode beside it;
+4. preempted: the same job beside a second background job that holds the
+   other slot: each turn needs a slot, and the newest background job (the
+   one measured) steps aside for it and resumes; its greedy output must be
+   unchanged;
+5. no preemption: both background jobs at interactive priority, which is
+   never suspended: what a turn waits for without preemption.
 
-Prints TTFT ratios to idle, the background ratio to alone, and the issue's
-target: preempted TTFT at most one decode step plus 50 ms above idle.
+Prints TTFT ratios to idle, the background job's time ratios to alone, and
+the target: preempted TTFT at most one decode step plus 50 ms above idle.
 """
 
 import argparse
 from datetime import datetime
-import os
 from pathlib import Path
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
 import httpx
-from redis import Redis
-from rq.job import Job
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hearth.redis_server import start_redis_server  # noqa: E402
+from hearth_system import BABBLER, HearthSystem  # noqa: E402
 from scripts.build_babbler import build_babbler  # noqa: E402
 
-BABBLER = "claude-haiku-4-5"  # HEARTH_FAST_MODEL is the babbler here
 INTERACTIVE = {"model": "claude-sonnet-4-6", "max_tokens": 16, "stream": True,
                "messages": [{"role": "user", "content": "hello"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class System:
-    """redis-server, worker and API as child processes, on free ports."""
-
-    def __init__(self, workdir: Path):
-        babbler = build_babbler(workdir / "babbler")
-        self.redis = start_redis_server(free_port(), workdir / "redis")
-        port = free_port()
-        self.env = dict(os.environ, REDIS_URL=self.redis.url, HEARTH_PORT=str(port), HEARTH_FAST_MODEL=str(babbler),
-                        HEARTH_HOME=str(workdir / "home"), HEARTH_LOG_LEVEL="WARNING")
-        self.env.pop("HEARTH_MODEL", None)
-        self.base_url = f"http://127.0.0.1:{port}"
-        log = open(workdir / "hearth.log", "ab")
-        self.children = [subprocess.Popen([sys.executable, "-m", "hearth.cli", role], env=self.env, cwd=REPO,
-                                          stdout=log, stderr=subprocess.STDOUT) for role in ("worker", "api")]
-        self.http = httpx.Client(base_url=self.base_url, timeout=600)
-        self.rq = Redis.from_url(self.redis.url)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get("/healthz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("Hearth did not become healthy; see hearth.log")
-
-    def status(self, job_id: str) -> str:
-        """From rq directly: GET /v1/jobs/{id} assembles the whole output so far, which would load the API."""
-        return Job.fetch(job_id, connection=self.rq).get_status().value
-
-    def stop(self):
-        self.http.close()
-        for child in reversed(self.children):
-            child.send_signal(signal.SIGTERM)
-            child.wait(30)
-        self.redis.stop()
 
 
 def interactive_ttft(http: httpx.Client) -> float:
@@ -106,11 +59,15 @@ def interactive_ttft(http: httpx.Client) -> float:
     return ttft
 
 
-def run_background(system: System, tokens: int, priority: str, during=None) -> tuple[float, list, int]:
-    """Submit the greedy background job, run `during(job_id)` alongside; (seconds, content, suspensions)."""
+def submit(system: HearthSystem, tokens: int, priority: str, prompt: str = "Work through the backlog.") -> str:
     request = {"model": BABBLER, "max_tokens": tokens, "temperature": 0,
-               "messages": [{"role": "user", "content": "Work through the backlog."}]}
-    job_id = system.http.post("/v1/jobs", json={"request": request, "priority": priority}).json()["id"]
+               "messages": [{"role": "user", "content": prompt}]}
+    return system.http.post("/v1/jobs", json={"request": request, "priority": priority}).json()["id"]
+
+
+def run_background(system: HearthSystem, tokens: int, priority: str, during=None) -> tuple[float, list, int]:
+    """Submit the greedy background job, run `during(job_id)` alongside; (seconds, content, suspensions)."""
+    job_id = submit(system, tokens, priority)
     worker = threading.Thread(target=during, args=(job_id,)) if during else None
     if worker:
         worker.start()
@@ -120,13 +77,13 @@ def run_background(system: System, tokens: int, priority: str, during=None) -> t
         worker.join()
     view = system.http.get(f"/v1/jobs/{job_id}").json()
     assert view["status"] == "finished", view
-    started = view["started_at"].replace("Z", "+00:00")
+    started = view["started_at"].replace("Z", "+00:00")  # the first run's, across suspensions
     ended = view["ended_at"].replace("Z", "+00:00")
     seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(started)).total_seconds()
     return seconds, view["message"]["content"], view.get("suspensions", 0)
 
 
-def interrupt(system: System, count: int, rng: random.Random, ttfts: list):
+def interrupt(system: HearthSystem, count: int, rng: random.Random, ttfts: list):
     """`during`: once the job has started, `count` interactive turns at random moments, one at a time."""
     def run(job_id):
         while system.status(job_id) == "queued":
@@ -137,6 +94,14 @@ def interrupt(system: System, count: int, rng: random.Random, ttfts: list):
                 break
             ttfts.append(interactive_ttft(system.http))
     return run
+
+
+def holding_the_other_slot(system: HearthSystem, priority: str) -> str:
+    """A second background job, started first (so the measured one is the newest), cancelled afterwards."""
+    job_id = submit(system, 1_000_000, priority, "Fill the other slot.")
+    while system.status(job_id) != "started":
+        time.sleep(0.01)
+    return job_id
 
 
 def median(values):
@@ -152,39 +117,50 @@ def main():
     rng = random.Random(args.seed)
 
     with tempfile.TemporaryDirectory() as workdir:
-        system = System(Path(workdir))
+        workdir = Path(workdir)
+        system = HearthSystem(workdir, build_babbler(workdir / "babbler"), HEARTH_MAX_BATCH="2")
         try:
             for _ in range(3):
                 interactive_ttft(system.http)  # warm both models' caches and kernels
             run_background(system, 64, "background")
             idle = [interactive_ttft(system.http) for _ in range(args.requests)]
             alone_s, alone_content, _ = run_background(system, args.background_tokens, "background")
+            joined = []
+            joined_s, joined_content, _ = run_background(
+                system, args.background_tokens, "background", interrupt(system, args.requests, rng, joined))
+            filler = holding_the_other_slot(system, "background")
             preempted = []
             preempted_s, preempted_content, suspensions = run_background(
                 system, args.background_tokens, "background", interrupt(system, args.requests, rng, preempted))
+            system.http.delete(f"/v1/jobs/{filler}")
+            filler = holding_the_other_slot(system, "interactive")
             blocked = []
             blocked_s, _, _ = run_background(system, args.background_tokens, "interactive",
                                              interrupt(system, max(2, args.requests // 4), rng, blocked))
+            system.http.delete(f"/v1/jobs/{filler}")
         finally:
             system.stop()
 
     step = alone_s / args.background_tokens
-    idle_ms, preempted_ms = median(idle) * 1000, median(preempted) * 1000
+    idle_ms, joined_ms, preempted_ms = (median(v) * 1000 for v in (idle, joined, preempted))
     worst_ms = max(preempted) * 1000 if preempted else float("nan")
     target_ms = idle_ms + step * 1000 + 50
-    print(f"background job: {args.background_tokens} tokens greedy on the babbler; "
-          f"decode step {step * 1000:.1f} ms; {len(preempted)} interactive turns during it, "
-          f"{suspensions} suspensions")
-    print(f"greedy output unchanged by suspensions: {preempted_content == alone_content}")
-    print(f"interactive TTFT, worker idle:            {idle_ms:7.1f} ms median (1.00x)")
-    print(f"interactive TTFT, preempting background:  {preempted_ms:7.1f} ms median "
-          f"({preempted_ms / idle_ms:.2f}x idle), worst {worst_ms:.1f} ms ({worst_ms / idle_ms:.2f}x)")
-    print(f"interactive TTFT, no preemption:          {median(blocked) * 1000:7.1f} ms median "
-          f"({median(blocked) * 1000 / idle_ms:.1f}x idle)")
-    print(f"target (idle + one decode step + 50 ms):  {target_ms:7.1f} ms: median "
+    print(f"background job: {args.background_tokens} tokens greedy on the babbler, two slots; "
+          f"decode step {step * 1000:.1f} ms alone")
+    print(f"greedy output unchanged beside interactive turns: {joined_content == alone_content}; "
+          f"after {suspensions} suspensions: {preempted_content == alone_content}")
+    print(f"interactive TTFT, worker idle:                   {idle_ms:7.1f} ms median (1.00x)")
+    print(f"interactive TTFT, a slot free (joins the batch): {joined_ms:7.1f} ms median ({joined_ms / idle_ms:.2f}x), "
+          f"worst {max(joined) * 1000:.1f} ms ({max(joined) * 1000 / idle_ms:.2f}x)")
+    print(f"interactive TTFT, slots full (preempting):       {preempted_ms:7.1f} ms median "
+          f"({preempted_ms / idle_ms:.2f}x), worst {worst_ms:.1f} ms ({worst_ms / idle_ms:.2f}x)")
+    print(f"interactive TTFT, slots full, no preemption:     {median(blocked) * 1000:7.1f} ms median "
+          f"({median(blocked) * 1000 / idle_ms:.1f}x)")
+    print(f"target (idle + one decode step + 50 ms):         {target_ms:7.1f} ms: preempted median "
           f"{'met' if preempted_ms <= target_ms else 'missed'}, worst {'met' if worst_ms <= target_ms else 'missed'}")
-    print(f"background total time, preempted / alone: {preempted_s / alone_s:.2f}x "
-          f"({preempted_s:.2f}s / {alone_s:.2f}s); without preemption {blocked_s / alone_s:.2f}x")
+    print(f"background job's total time over alone: beside turns {joined_s / alone_s:.2f}x, "
+          f"preempted {preempted_s / alone_s:.2f}x, slots full without preemption {blocked_s / alone_s:.2f}x "
+          f"(alone {alone_s:.2f}s)")
 
 
 if __name__ == "__main__":

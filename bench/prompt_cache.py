@@ -41,6 +41,7 @@ from api.anthropic_request import chat_messages, chat_tools, parse_messages_requ
 from api.models import ModelRouter  # noqa: E402
 from claude_code_trace import claude_code_trace, stable_conversation  # noqa: E402
 from hearth.settings import BUNDLED_MODEL, Settings  # noqa: E402
+from workers.batch import Sampling  # noqa: E402
 from workers.engine import Engine  # noqa: E402
 
 
@@ -55,10 +56,14 @@ class HearthRunner:
         request, _ = parse_messages_request(body, self.router)
         started = time.perf_counter()
         prompt = self.engine.render(request)
-        ttft = None
-        for step in self.engine.generate(prompt.tokens, request):
-            ttft = ttft or time.perf_counter() - started
-            reused = step.reused_tokens
+        batch = self.engine.batch(1, Settings().prefill_chunk)  # as the worker's scheduler runs one sequence
+        batch.add("bench", prompt.tokens, Sampling(temperature=0.0), 1, prompt.static_tokens)
+        reused, ttft = 0, None
+        while ttft is None:
+            for output in batch.step():
+                reused = output.reused if output.reused is not None else reused
+                if output.token is not None:
+                    ttft = time.perf_counter() - started
         self.peak = max(self.peak, self.engine.prompt_cache.index.peak_nbytes)
         return prompt.tokens, len(prompt.tokens) - reused, ttft
 

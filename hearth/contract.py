@@ -117,7 +117,8 @@ class GenerationRequest:
 
 
 # Event types, in the order a job emits them:
-#   started      {input_tokens, cache_read_input_tokens}   prefill done
+#   started      {input_tokens, cache_read_input_tokens,      prefill done
+#                 timing: {dequeued, admitted, prefilled}}    (unix seconds)
 #   block_start  {index, block: {type: text|thinking|tool_use, id?, name?}}
 #   delta        {index, delta: {type: text_delta|thinking_delta|signature_delta|input_json_delta, ...}}
 #   block_stop   {index}

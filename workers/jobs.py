@@ -82,6 +82,8 @@ class MessageJob:
         self.progress = resume or self._begin()
         self.decoder = engine.decoder(self.progress.decoder_state)
         self._since = time.perf_counter()
+        # When the worker took the job and admitted it (unix seconds), for the `started` event.
+        self.timing: dict = {}
 
     def _begin(self) -> Progress:
         prompt = self.engine.render(self.request)
@@ -108,11 +110,13 @@ class MessageJob:
         p = self.progress
         if output.reused is not None and p.reused is None:
             p.reused = output.reused  # the first lookup's: a resumed job finds its own prefill cached
+        if not p.announced and (output.token is not None or output.prefilled[0] >= output.prefilled[1]):
+            # The prompt is prefilled: its usage is known before the first token.
+            p.announced = True
+            self._stage(STARTED, dict(usage(p.prompt_tokens, p.reused or 0, 0),
+                                      timing=dict(self.timing, prefilled=time.time())))
         if output.token is None:
             return None
-        if not p.announced:
-            p.announced = True
-            self._stage(STARTED, usage(p.prompt_tokens, p.reused or 0, 0))
         p.output_tokens += 1
         self.publisher.output_tokens = p.output_tokens
         finish = output.finish

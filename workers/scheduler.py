@@ -97,7 +97,7 @@ class Scheduler:
     def job_ids(self) -> list:
         return list(self.running)
 
-    def admit(self, job, queue, execution):
+    def admit(self, job, queue, execution, dequeued_at: float | None = None):
         """Take a job that rq has just started: render it and give it a sequence (or a place in line for memory)."""
         progress = suspension.take(self.connection, job.id)
         self.rt.release(job.id)
@@ -112,6 +112,7 @@ class Scheduler:
             run.model = request.model
             run.message = MessageJob(job.id, request, self.rt.engine_for(request.model), publisher, progress)
             self._start(run)
+            run.message.timing = {"dequeued": dequeued_at or time.time(), "admitted": time.time()}
         except Exception as exc:  # noqa: BLE001 - sorted by settle()
             self._end(run, exc)
         except BaseException as exc:

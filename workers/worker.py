@@ -85,6 +85,7 @@ class HearthWorker(SimpleWorker):
         self._kept_alive = time.monotonic()
 
     def execute_job(self, job, queue):
+        dequeued_at = time.time()
         self._release_abandoned_holds()
         if job.func_name != MESSAGE_JOB:
             super().execute_job(job, queue)  # a token count: quick, in line
@@ -94,7 +95,7 @@ class HearthWorker(SimpleWorker):
         execution = self.prepare_execution(job)
         self.prepare_job_execution(job)
         job.started_at = now()
-        self.batch_scheduler.admit(job, queue, execution)
+        self.batch_scheduler.admit(job, queue, execution, dequeued_at)
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """While jobs decode: step them, taking another job at a token boundary when one waits and there is room."""
