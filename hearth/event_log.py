@@ -14,18 +14,20 @@ from redis.exceptions import ResponseError
 from hearth.contract import ERROR, Event, error_data, events_key, live_channel, seq_of, stream_id
 
 
-def queue_events(pipe, job_id: str, events: list, ttl: int) -> int:
+def queue_events(pipe, job_id: str, events: list, ttl: int, expire: bool = True) -> int:
     """Add the writes of `events` to a pipeline; returns how many replies they make.
 
     The first `len(events)` replies are the log's: check each with `check_added`.
+    `expire` (re)sets the log's TTL; a running job needs it only now and then.
     """
     raws = [event.to_json() for event in events]
     for event, raw in zip(events, raws):
         pipe.xadd(events_key(job_id), {"e": raw}, id=stream_id(event.seq))
     for raw in raws:
         pipe.publish(live_channel(job_id), raw)
-    pipe.expire(events_key(job_id), ttl)
-    return 2 * len(events) + 1
+    if expire:
+        pipe.expire(events_key(job_id), ttl)
+    return 2 * len(events) + expire
 
 
 def check_added(reply):

@@ -13,12 +13,19 @@ from hearth.contract import ERROR, MESSAGE_END, QUEUE_BACKGROUND, QUEUE_INTERACT
 from hearth.settings import Settings
 from tests.conftest import MODEL, ScriptedEngine, read_log
 from tests.test_worker_jobs import request
+from workers import scheduler
 
 
 
 @pytest.fixture
 def settings():
     return Settings(redis_url="redis://fake", model=MODEL, ping_interval=0.2, heartbeat_ttl=5, max_batch=1)
+
+
+@pytest.fixture(autouse=True)
+def flags_read_every_step(monkeypatch):
+    # The worker reads the queues every few milliseconds; a scripted step takes microseconds.
+    monkeypatch.setattr(scheduler, "FLAG_READ_SECONDS", 0)
 
 
 def origin(redis, job_id) -> str:

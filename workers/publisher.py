@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # Backoff between attempts while Redis is unreachable (about 15 s in all), then the jobs fail.
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
+# A token's own writes are its event (log and channel); the rest is refreshed this often, in seconds.
+TTL_REFRESH_SECONDS = 60.0
+PROGRESS_SECONDS = 0.25
 
 
 class EventPublisher:
@@ -32,8 +35,9 @@ class EventPublisher:
         self.seq = seq
         self.pending: list[Event] = []
         self.cancel_requested = False
-        # Output tokens so far: stored with each flush, for GET /v1/jobs/{id}.
+        # Output tokens so far: stored every PROGRESS_SECONDS, for GET /v1/jobs/{id}.
         self.output_tokens = 0
+        self._ttl_set_at = self._progress_at = float("-inf")
 
     def stage(self, event_type: str, data: dict) -> Event:
         """The job's next event, sent with the next flush."""
@@ -65,34 +69,47 @@ class EventPublisher:
         except Exception:  # noqa: BLE001 - the job's own error is what matters
             log.warning("job %s: could not publish its terminal event", self.job_id, exc_info=True)
 
-    def _queue(self, pipe) -> int:
+    def _queue(self, pipe, read_flag: bool) -> int:
+        """Add this job's writes (and its flag read) to `pipe`; returns how many replies they make."""
         replies = 0
         if self.pending:
-            replies += queue_events(pipe, self.job_id, self.pending, self._ttl)
-            pipe.set(progress_key(self.job_id), self.output_tokens, ex=self._ttl)
+            now = time.monotonic()
+            ending = self.pending[-1].is_terminal
+            replies += queue_events(pipe, self.job_id, self.pending, self._ttl,
+                                    expire=ending or now - self._ttl_set_at > TTL_REFRESH_SECONDS)
+            if ending or now - self._progress_at > PROGRESS_SECONDS:
+                pipe.set(progress_key(self.job_id), self.output_tokens, ex=self._ttl)
+                replies += 1
+                self._progress_at = now
+            if ending or now - self._ttl_set_at > TTL_REFRESH_SECONDS:
+                self._ttl_set_at = now
+        if read_flag:
+            pipe.exists(cancel_key(self.job_id))
             replies += 1
-        pipe.exists(cancel_key(self.job_id))
-        return replies + 1
+        return replies
 
-    def _read(self, replies: list):
+    def _read(self, replies: list, read_flag: bool):
         for added in replies[:len(self.pending)]:
             check_added(added)
         self.pending = []
-        self.cancel_requested = self.cancel_requested or bool(replies[-1])
+        if read_flag:
+            self.cancel_requested = self.cancel_requested or bool(replies[-1])
 
 
-def flush(redis, publishers: list, watch_queues: tuple = ()) -> list[int]:
-    """Every publisher's staged events and cancel flag, and the lengths of `watch_queues`: one round trip.
+def flush(redis, publishers: list, watch_queues: tuple = (), read_flags: bool = True) -> list[int]:
+    """Every publisher's staged events and, with `read_flags`, its cancel flag and the lengths of
+    `watch_queues`: one round trip.
 
     Retried through a Redis restart (the log's explicit ids make it idempotent).
     """
+    watch_queues = watch_queues if read_flags else ()
     for delay in (*RETRY_DELAYS, None):
         try:
             pipe = redis.pipeline(transaction=False)
-            spans = [publisher._queue(pipe) for publisher in publishers]
+            spans = [publisher._queue(pipe, read_flags) for publisher in publishers]
             for queue in watch_queues:
                 pipe.llen(queue)
-            replies = pipe.execute(raise_on_error=False)
+            replies = pipe.execute(raise_on_error=False) if sum(spans) or watch_queues else []
             break
         except (RedisConnectionError, RedisTimeoutError):
             if delay is None:
@@ -101,6 +118,6 @@ def flush(redis, publishers: list, watch_queues: tuple = ()) -> list[int]:
             time.sleep(delay)
     start = 0
     for publisher, span in zip(publishers, spans):
-        publisher._read(replies[start:start + span])
+        publisher._read(replies[start:start + span], read_flags)
         start += span
     return [int(length) for length in replies[start:]]

@@ -35,8 +35,9 @@ from workers.suspension import JobSuspended
 
 log = logging.getLogger(__name__)
 
-# While no job has anything to publish (long prefill chunks), cancel flags and queues are still read this often.
-QUIET_FLUSH_SECONDS = 0.05
+# Cancel flags and the queues' lengths ride on a step's round trip this often (seconds); rq's
+# stop-job command (which the API's cancel sends too) reaches a running job at its next step anyway.
+FLAG_READ_SECONDS = 0.01
 # A new sequence is expected to grow by this many tokens when its K/V is weighed for admission.
 ADMISSION_HEADROOM_TOKENS = 256
 
@@ -81,7 +82,7 @@ class Scheduler:
         self.waiting_for_memory: list[Running] = []
         # Job ids rq's stop-job command named (set from the worker's pub/sub thread).
         self.stop_requested: set = set()
-        self._last_flush = 0.0
+        self._flags_read = 0.0
         self._warned_over_budget = False
 
     def _new_batch(self, engine):
@@ -202,12 +203,13 @@ class Scheduler:
 
     def _flush(self):
         publishers = [run.publisher for run in self.running.values()]
-        quiet = not any(p.pending for p in publishers)
-        if quiet and time.monotonic() - self._last_flush < QUIET_FLUSH_SECONDS:
+        read_flags = time.monotonic() - self._flags_read >= FLAG_READ_SECONDS
+        if not read_flags and not any(p.pending for p in publishers):
             return
-        lengths = flush(self.connection, publishers, tuple(self.queue_keys.values()))
-        self.queued = dict(zip(self.queue_keys, lengths))
-        self._last_flush = time.monotonic()
+        lengths = flush(self.connection, publishers, tuple(self.queue_keys.values()), read_flags)
+        if read_flags:
+            self.queued = dict(zip(self.queue_keys, lengths))
+            self._flags_read = time.monotonic()
 
     def _settle_ended(self):
         now = time.monotonic()
