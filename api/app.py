@@ -20,6 +20,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.falcon_app import create_falcon_app
 from api.job_stream import job_event_stream
 from api.job_queue import JobQueue
+from api.live_hub import LiveHub
 from api.messages import create_message
 from api.models import ModelRouter
 from api.shutdown import watch_shutdown_signals
@@ -42,11 +43,13 @@ def create_app(settings: Settings | None = None, clients=connect) -> Starlette:
     async def lifespan(app: Starlette):
         sync_redis, app.state.redis = clients(settings)
         app.state.jobs = JobQueue(sync_redis, settings)
+        app.state.hub = LiveHub(app.state.redis)
         watch_shutdown_signals()
         log.info("API ready: models %s, Redis %s", ", ".join(app.state.router.served), settings.redis_url)
         try:
             yield
         finally:
+            await app.state.hub.close()
             await app.state.redis.aclose()
             sync_redis.close()
 

@@ -1,79 +1,86 @@
 """A job's events, in order, with no gaps and no duplicates.
 
-Live events come from the job's pub/sub channel, which is at most once: a
-subscriber that joins late, reconnects, or has messages dropped by an output
-buffer limit would lose deltas. Every event is also in the job's log (a Redis
-Stream keyed by sequence number), so any gap is read back from there. This is
-the history-and-recovery pattern of Centrifugo.
+Live events come from the job's pub/sub channel (through the API process's
+one hub connection, api/live_hub.py), which is at most once: a listener that
+joins late, or whose connection dropped, would lose deltas. Every event is
+also in the job's log (a Redis Stream keyed by sequence number), so any gap
+is read back from there. This is the history-and-recovery pattern of
+Centrifugo.
 """
 
-import contextlib
+import asyncio
 from typing import AsyncIterator
 
 import anyio
-
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api.live_hub import RESYNC, LiveHub
 from hearth.contract import Event, events_key, live_channel, stream_id
 
-
-RESUBSCRIBE_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
+# Backoff between log reads while Redis is unreachable (about 15 s in all), then the feed gives up.
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
 
 
 class JobFeed:
-    """Subscribe first (`async with`), then enqueue, then iterate: nothing is missed.
+    """Listen first (`async with`), then enqueue, then iterate: nothing is missed.
 
     Iteration yields events, and None whenever `idle_after` seconds pass with
     nothing new: the caller's moment to ping and to check the job is alive.
     """
 
-    def __init__(self, redis: Redis, job_id: str, after_seq: int = 0, idle_after: float = 5.0):
+    def __init__(self, redis: Redis, hub: LiveHub, job_id: str, after_seq: int = 0, idle_after: float = 5.0):
         self._redis = redis
+        self._hub = hub
         self.job_id = job_id
+        self._channel = live_channel(job_id)
         self.last_seq = after_seq
         self._idle_after = idle_after
-        self._pubsub = None
+        self._queue = None
         self.ended = False
 
     async def __aenter__(self) -> "JobFeed":
-        self._pubsub = self._redis.pubsub()
-        await self._pubsub.subscribe(live_channel(self.job_id))
+        self._queue = await self._hub.listen(self._channel)
         return self
 
     async def __aexit__(self, *exc_info):
-        try:
-            # Unsubscribe cleanly if Redis is there; the connection is going away regardless.
-            with contextlib.suppress(RedisError):
-                await self._pubsub.unsubscribe()
-        finally:
-            await self._pubsub.aclose()
+        if self._queue is not None:
+            await self._hub.leave(self._channel, self._queue)
+            self._queue = None
 
     async def events(self) -> AsyncIterator[Event | None]:
-        """Through a Redis restart too: subscribe again and go on from the log."""
+        """Through a Redis restart too: the hub listens again, and the log fills the gap."""
+        failures = 0
         while True:
             try:
                 async for event in self._events():
+                    failures = 0
                     yield event
                 return
             except RedisError:
-                await self._resubscribe()  # gives up, raising, after ~15 s
+                if failures == len(RETRY_DELAYS):
+                    raise
+                await anyio.sleep(RETRY_DELAYS[failures])
+                failures += 1
 
     async def _events(self) -> AsyncIterator[Event | None]:
         async for event in self._from_log():
             yield event
         while not self.ended:
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=self._idle_after)
-            if message is None:
-                # Quiet: read the log in case the channel dropped something.
+            try:
+                raw = await asyncio.wait_for(self._queue.get(), self._idle_after)
+            except asyncio.TimeoutError:
+                raw = None
+            if raw is None or raw is RESYNC:
+                # Quiet, or the connection dropped: read the log in case something was missed.
                 caught_up = False
                 async for event in self._from_log():
                     caught_up = True
                     yield event
-                if not caught_up:
+                if raw is None and not caught_up:
                     yield None
                 continue
-            event = Event.from_json(message["data"])
+            event = Event.from_json(raw)
             if event.seq <= self.last_seq:
                 continue
             if event.seq > self.last_seq + 1:
@@ -81,19 +88,6 @@ class JobFeed:
                     yield missed
                 continue
             yield self._advance(event)
-
-    async def _resubscribe(self):
-        """Redis went away (a restart): subscribe again, with backoff; give up after ~15 s."""
-        for delay in RESUBSCRIBE_DELAYS:
-            await anyio.sleep(delay)
-            try:
-                await self._pubsub.aclose()
-                self._pubsub = self._redis.pubsub()
-                await self._pubsub.subscribe(live_channel(self.job_id))
-                return
-            except RedisError:
-                continue
-        raise RedisError(f"Redis unreachable while streaming job {self.job_id}")
 
     async def _from_log(self) -> AsyncIterator[Event]:
         entries = await self._redis.xrange(events_key(self.job_id), min=stream_id(self.last_seq + 1))
@@ -110,8 +104,11 @@ class JobFeed:
         return event
 
     async def other_listeners(self) -> int:
-        """Subscribers to the job's live channel (call after closing this feed)."""
-        counts = await self._redis.pubsub_numsub(live_channel(self.job_id))
+        """Listeners to the job's live channel besides this feed (call after closing it)."""
+        local = self._hub.listening(self._channel)
+        if local:
+            return local
+        counts = await self._redis.pubsub_numsub(self._channel)  # other API processes
         return int(counts[0][1]) if counts else 0
 
     async def oldest_retained(self) -> int | None:

@@ -31,7 +31,7 @@ async def job_event_stream(request: Request):
     job_id = request.path_params["job_id"]
     after = resume_point(request)
     job = await run_in_threadpool(state.jobs.fetch, job_id, principal_of(request.scope))
-    feed = JobFeed(state.redis, job_id, after_seq=after, idle_after=state.settings.ping_interval)
+    feed = JobFeed(state.redis, state.hub, job_id, after_seq=after, idle_after=state.settings.ping_interval)
     await feed.__aenter__()
     return event_source(state.settings, replay(state.jobs, feed, requested_model(job), after))
 

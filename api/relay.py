@@ -55,9 +55,9 @@ async def start_job(request: Request, job_request: GenerationRequest, priority: 
     existing = await run_in_threadpool(state.jobs.claim, dedupe_key(fingerprint(request, job_request)), job_id)
     if existing:
         log.info("job %s: identical request attached", existing)
-        feed = JobFeed(state.redis, existing, idle_after=state.settings.ping_interval)
+        feed = JobFeed(state.redis, state.hub, existing, idle_after=state.settings.ping_interval)
         return await feed.__aenter__()
-    feed = JobFeed(state.redis, job_id, idle_after=state.settings.ping_interval)
+    feed = JobFeed(state.redis, state.hub, job_id, idle_after=state.settings.ping_interval)
     await feed.__aenter__()
     description = f"messages model={job_request.requested_model} max_tokens={job_request.max_tokens}"
     try:

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.job_queue import JobQueue
+from api.live_hub import LiveHub
 from hearth.contract import cancel_key, worker_heartbeat_key
 from tests.conftest import ScriptedEngine, sse_events
 
@@ -157,6 +158,7 @@ async def test_client_disconnect_cancels_its_job(app, fake_server, settings):
     app.state.redis = fakeredis.FakeAsyncRedis(server=fake_server)
     sync = fakeredis.FakeRedis(server=fake_server)
     app.state.jobs = JobQueue(sync, settings)
+    app.state.hub = LiveHub(app.state.redis)
     disconnect = anyio.Event()
     sent = []
     request_body = json.dumps(body(stream=True)).encode()
@@ -286,17 +288,18 @@ def test_a_non_streamed_request_past_its_timeout_is_cancelled_with_a_504(fake_se
 
 
 @pytest.mark.anyio
-async def test_a_feed_resubscribes_after_redis_drops_it_and_misses_nothing(fake_server, monkeypatch):
-    from api import feed as feed_module
+async def test_a_feed_misses_nothing_when_the_hub_loses_its_connection(fake_server, monkeypatch):
+    from api import live_hub
     from api.feed import JobFeed
     from hearth.contract import ERROR
     from workers.publisher import EventPublisher
 
-    monkeypatch.setattr(feed_module, "RESUBSCRIBE_DELAYS", (0.01,))
+    monkeypatch.setattr(live_hub, "RECONNECT_DELAYS", (0.01,))
     redis = fakeredis.FakeAsyncRedis(server=fake_server)
+    hub = LiveHub(redis)
     publisher = EventPublisher(fakeredis.FakeRedis(server=fake_server), "job1", ttl=60)
-    async with JobFeed(redis, "job1", idle_after=0.05) as feed:
-        original = feed._pubsub.get_message
+    async with JobFeed(redis, hub, "job1", idle_after=5) as feed:
+        original = hub._pubsub.get_message
         calls = {"n": 0}
 
         async def drop_once(**kwargs):
@@ -307,15 +310,46 @@ async def test_a_feed_resubscribes_after_redis_drops_it_and_misses_nothing(fake_
                 raise ConnectionError("Redis restarted")
             return await original(**kwargs)
 
-        feed._pubsub.get_message = drop_once
+        hub._pubsub.get_message = drop_once
         seen = []
-        with anyio.fail_after(10):
+        with anyio.fail_after(3):  # well inside the quiet tick: the hub's RESYNC sent the feed to the log
             async for event in feed.events():
                 if event is not None:
                     seen.append(event)
                     if event.seq == 1:  # recovered from the log: now end the job, live
                         publisher.publish(ERROR, {"error": {"type": "api_error", "message": "end"}})
+    await hub.close()
     assert [e.seq for e in seen] == [1, 2]
+
+
+@pytest.mark.anyio
+async def test_many_feeds_share_one_connection_and_each_gets_its_own_events(fake_server):
+    from api.feed import JobFeed
+    from hearth.contract import ERROR
+    from workers.publisher import EventPublisher
+
+    redis = fakeredis.FakeAsyncRedis(server=fake_server)
+    hub = LiveHub(redis)
+    feeds = [JobFeed(redis, hub, f"job{i % 3}", idle_after=5) for i in range(6)]  # two feeds per job
+    for feed in feeds:
+        await feed.__aenter__()
+    for i in range(3):
+        publisher = EventPublisher(fakeredis.FakeRedis(server=fake_server), f"job{i}", ttl=60)
+        publisher.publish("delta", {"job": i})
+        publisher.publish(ERROR, {"error": {"type": "api_error", "message": "end"}})
+
+    async def collect(feed):
+        return [(e.type, e.data) async for e in feed.events() if e is not None]
+
+    with anyio.fail_after(3):
+        results = [await collect(feed) for feed in feeds]
+    for i, events in enumerate(results):
+        assert events[0] == ("delta", {"job": i % 3}) and events[-1][0] == ERROR
+    assert hub.listening("hearth:live:job0") == 2
+    for feed in feeds:
+        await feed.__aexit__(None, None, None)
+    assert hub.listening("hearth:live:job0") == 0
+    await hub.close()
 
 
 def test_cache_counters_are_shown_for_live_workers_only(client, redis):
