@@ -103,6 +103,11 @@ class InProcess:
 
         self.engine = Engine(str(babbler), cache_bytes=0)
 
+    def text_of(self, tokens: int, words: str, salt: str = "") -> str:
+        """A user message of about `tokens` tokens once rendered (the template adds a few)."""
+        ids = self.engine.encode(salt + (" " + words) * (tokens // max(len(self.engine.encode(words)), 1) + 2))
+        return self.engine.tokenizer.decode(ids[:tokens - 10])
+
     def tokens(self, prompt: str) -> list:
         from hearth.contract import GenerationRequest
 
@@ -128,12 +133,15 @@ class InProcess:
         return {"tokens_per_s": n * tokens / wall, "ttft_p50": statistics.median(ttfts), "ttft_worst": max(ttfts)}
 
     def stream(self, tokens: list, max_tokens: int) -> dict:
+        """stream_generate, prefilling in the chunks Hearth's worker uses, so the model's work is the same."""
         from mlx_lm import stream_generate
         from mlx_lm.sample_utils import make_sampler
 
+        from hearth.settings import Settings
+
         started, arrivals = time.perf_counter(), []
         for _ in stream_generate(self.engine.model, self.engine.tokenizer, tokens, max_tokens=max_tokens,
-                                 sampler=make_sampler(temp=0.0)):
+                                 sampler=make_sampler(temp=0.0), prefill_step_size=Settings().prefill_chunk):
             arrivals.append(time.perf_counter())
         return {"ttft": arrivals[0] - started, "gaps": [b - a for a, b in zip(arrivals, arrivals[1:])]}
 
@@ -151,6 +159,8 @@ def throughput(systems: dict, limit: InProcess, counts, tokens: int, rounds: int
                       f"TTFT {result['ttft_p50'] * 1000:.0f} ms", file=sys.stderr, flush=True)
             result = limit.batch(n, tokens, offset=round_ * 8)
             table.setdefault(("in-process limit", n), []).append(result)
+            print(f"  round {round_} {'in-process limit':16s} {n} streams: {result['tokens_per_s']:6.0f} tok/s, "
+                  f"TTFT {result['ttft_p50'] * 1000:.0f} ms", file=sys.stderr, flush=True)
     return {key: {field: statistics.median(r[field] for r in results) for field in results[0]}
             for key, results in table.items()}
 
@@ -195,11 +205,10 @@ async def _stream_until(client, base_url, model, prompt, done: asyncio.Event) ->
 
 def queue_cost(hearth: HearthSystem, limit: InProcess, n: int = 10) -> dict:
     rows = []
-    words = "module request token cache stream worker queue prompt model answer file test build parse".split()
+    words = "module request token cache stream worker queue prompt model answer file test build parse"
     with httpx.Client(base_url=hearth.base_url, timeout=300) as http:
         for i in range(n + 1):
-            length = 430 + (440 * i) // max(n - 1, 1)  # words: about 450-900 tokens once rendered
-            text = f"Prompt {i} {time.time()}: " + " ".join(words[(i * 7 + j * j) % len(words)] for j in range(length))
+            text = limit.text_of(450 + (450 * i) // n, words, salt=f"Prompt {i} {time.time()}:")
             body = {"model": BABBLER, "max_tokens": 200, "temperature": 0, "stream": True,
                     "messages": [{"role": "user", "content": text}]}
             sent_wall, sent = time.time(), time.perf_counter()
@@ -215,7 +224,7 @@ def queue_cost(hearth: HearthSystem, limit: InProcess, n: int = 10) -> dict:
             started = json.loads(hearth.rq.xrange(f"hearth:events:{job_id}", count=1)[0][1][b"e"])["data"]
             direct = limit.stream(limit.tokens(text), 200)
             if i == 0:
-                continue  # warm-up: kernels for this prompt length
+                continue  # warm-up
             timing = started["timing"]
             rows.append({
                 "ttft": arrivals[0] - sent, "direct_ttft": direct["ttft"],
@@ -282,7 +291,7 @@ def api_relay_delay(hearth: HearthSystem, streams: int, tokens: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--long-prompt", type=int, default=20000, help="tokens of the prompt arriving mid-load")
     parser.add_argument("--many", type=int, default=64)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,mixed,queue,many")
@@ -301,7 +310,8 @@ def main():
         try:
             for base_url, model in systems.values():  # warm kernels and connections
                 asyncio.run(concurrent_streams(base_url, model, 2, 16, offset=100))
-            limit.batch(2, 16, offset=100)
+            for n in (1, 4, 8):
+                limit.batch(n, 16, offset=100)  # MLX builds kernels per batch size
             results = {}
             if "throughput" not in skip:
                 print("throughput", file=sys.stderr)
@@ -313,7 +323,7 @@ def main():
                 print("many streams", file=sys.stderr)
                 results["many"] = api_relay_delay(batched, args.many, min(args.tokens, 200))
             if "mixed" not in skip:
-                long_prompt = "the quick brown fox jumps over the lazy dog " * (args.long_prompt // 9)
+                long_prompt = limit.text_of(args.long_prompt, "the quick brown fox jumps over the lazy dog")
                 results["mixed"] = {}
                 for name in ("hearth batched", "mlx_lm.server"):
                     print(f"mixed load: {name}", file=sys.stderr)

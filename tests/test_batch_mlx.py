@@ -106,8 +106,10 @@ def test_prompts_sharing_a_prefix_arriving_together_prefill_it_once(engine):
     assert tokens_of(outputs["main"]) == alone(engine, first, 20)
 
 
-def test_tokens_pushed_into_a_running_sequence_continue_it_exactly(babbler):
+@pytest.mark.parametrize("batchable", [True, False], ids=["batch", "one at a time"])
+def test_tokens_pushed_into_a_running_sequence_continue_it_exactly(babbler, monkeypatch, batchable):
     engine = babbler
+    monkeypatch.setattr(engine, "batchable", batchable)
     batch = engine.batch(8, 64)
     start = prompt(engine, "think about it ", 30)
     batch.add("a", start, GREEDY, 100)
@@ -123,8 +125,11 @@ def test_tokens_pushed_into_a_running_sequence_continue_it_exactly(babbler):
     assert continued == alone(engine, start + generated + forced, 15)
 
 
-def test_a_sequence_taken_out_leaves_its_kv_in_the_prompt_cache(babbler):
+@pytest.mark.parametrize("batchable", [True, False], ids=["batch", "one at a time"])
+def test_a_sequence_taken_out_leaves_its_kv_in_the_prompt_cache(babbler, monkeypatch, batchable):
     engine = babbler
+    monkeypatch.setattr(engine, "batchable", batchable)
+    fresh_engine_cache(engine)
     batch = engine.batch(8, 64)
     start = prompt(engine, "a conversation that stops early ", 200)
     batch.add("a", start, GREEDY, 100)
@@ -135,3 +140,19 @@ def test_a_sequence_taken_out_leaves_its_kv_in_the_prompt_cache(babbler):
     assert len(batch) == 0
     context = start + generated
     assert engine.prompt_cache.cached_length(context + [1]) == len(context)
+
+
+def test_a_model_that_cannot_batch_decodes_one_sequence_at_a_time_with_the_same_tokens(babbler, monkeypatch):
+    engine = babbler
+    monkeypatch.setattr(engine, "batchable", False)  # as for a model whose cache layers have no merge()
+    batch = engine.batch(8, 64)
+    first, second = prompt(engine, "one conversation ", 150), prompt(engine, "another one ", 40)
+    steps = {}
+    outputs = run(batch, {"a": (0, first), "b": (0, second)}, 12, steps)
+    assert tokens_of(outputs["a"]) == alone(engine, first, 12)
+    assert tokens_of(outputs["b"]) == alone(engine, second, 12)
+    # One at a time: the second started only after the first had ended.
+    assert min(steps["b"]) > max(steps["a"])
+    assert outputs["a"][0].reused is not None and outputs["b"][0].reused is not None
+    # Its prompt, too, went a chunk a step.
+    assert len([o for o in outputs["a"] if o.prefilled]) >= 150 // 64

@@ -17,11 +17,12 @@ needs around it:
 Sequences are named by the caller's keys; text is the caller's business.
 """
 
+from collections import deque
 from dataclasses import dataclass, field
 import logging
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator
+from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
@@ -231,3 +232,94 @@ class ModelBatch:
     def _snapshot(self, sequence):
         [(kv, context)] = self._generator.extract_cache([sequence.uid]).values()
         self.prompt_cache.snapshot(list(context), kv)
+
+
+class SoloBatch:
+    """For a model whose cache layers cannot merge into a batch (mlx-lm's server cannot batch those either).
+
+    The same interface as ModelBatch, one sequence at a time: the others wait
+    their turn (the worker logs it once), while other models' batches keep
+    stepping beside it. Prompts are still prefilled a chunk per step, then
+    mlx-lm's generate_step decodes.
+    """
+
+    def __init__(self, engine, prefill_chunk: int):
+        self.engine = engine
+        self.prompt_cache = engine.prompt_cache
+        self._chunk = prefill_chunk
+        self._eos = set(engine.tokenizer.eos_token_ids)
+        self._bytes_per_token = kv_bytes_per_token(engine.model)
+        self._sequences: dict[str, _Sequence] = {}
+        self._order: deque = deque()  # keys, the decoding one first
+        self._current = None  # (sequence, its K/V, tokens left to prefill, generator, tokens generated)
+
+    def __len__(self):
+        return len(self._sequences)
+
+    def __contains__(self, key):
+        return key in self._sequences
+
+    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0):
+        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens)
+        self._order.append(key)
+        if len(self._order) > 1:
+            log.info("sequence %s waits: model %s decodes one sequence at a time", key, self.engine.name)
+
+    def extend(self, key: str, tokens: list, max_tokens: int):
+        sequence, kv, _, _, _ = self._current
+        sequence.tokens += list(tokens)
+        sequence.max_tokens, sequence.prefilling = max_tokens, True
+        self._current = (sequence, kv, list(tokens), None, 0)
+
+    def remove(self, key: str):
+        sequence = self._sequences.pop(key)
+        self._order.remove(key)
+        if self._current and self._current[0] is sequence:
+            kv = self._current[1]
+            self._current = None
+            self.prompt_cache.store(sequence.lease, sequence.tokens, kv)
+
+    def step(self) -> list[Output]:
+        if not self._order:
+            return []
+        if self._current is None:
+            self._current = self._begin(self._sequences[self._order[0]])
+        sequence, kv, pending, generator, generated = self._current
+        if len(pending) > 1:
+            chunk, pending = pending[:min(self._chunk, len(pending) - 1)], pending[min(self._chunk, len(pending) - 1):]
+            self.engine.model(mx.array(chunk)[None], cache=kv)
+            mx.eval([layer.state for layer in kv])
+            self._current = (sequence, kv, pending, generator, generated)
+            done = len(sequence.tokens) - len(pending)
+            return [ModelBatch._first(sequence, Output(sequence.key, prefilled=(done, len(sequence.tokens))))]
+        outputs = []
+        if generator is None:
+            generator = generate_step(mx.array(pending), self.engine.model, prompt_cache=kv,
+                                      sampler=sequence.sampler, max_tokens=sequence.max_tokens)
+            sequence.prefilling = False
+            outputs.append(ModelBatch._first(sequence, Output(sequence.key, prefilled=(len(sequence.tokens),) * 2)))
+        token, _ = next(generator)
+        generated += 1
+        finish = "stop" if token in self._eos else "length" if generated >= sequence.max_tokens else None
+        outputs.append(Output(sequence.key, token=token, finish=finish))
+        sequence.tokens.append(token)
+        self._current = (sequence, kv, [], generator, generated)
+        if finish:
+            self._sequences.pop(sequence.key)
+            self._order.popleft()
+            self._current = None
+            self.prompt_cache.store(sequence.lease, sequence.tokens, kv)
+        return outputs
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self._current[1]) if self._current else 0
+
+    def nbytes_with(self, tokens: int) -> int:
+        return self.nbytes + self._bytes_per_token * tokens
+
+    def _begin(self, sequence: _Sequence):
+        lease = self.prompt_cache.lookup(sequence.tokens)
+        sequence.lease, sequence.reused = lease, lease.reused
+        return sequence, lease.kv, sequence.tokens[lease.reused:], None, 0

@@ -17,7 +17,7 @@ from cache import persistence
 from cache.block_index import common_prefix_length
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
-from workers.batch import ModelBatch
+from workers.batch import ModelBatch, SoloBatch, can_batch
 from workers.tool_calls import tool_format_of
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,10 @@ class Engine:
         self.max_new_tokens = _max_new_tokens(name)
         # Positions the model was made for (None if its config does not say).
         self.context_window = getattr(getattr(self.model, "args", None), "max_position_embeddings", None)
+        self.batchable = can_batch(self.model)
+        if not self.batchable:
+            log.warning("model %s: its cache layers cannot merge into a batch; it decodes one sequence at a time, "
+                        "beside the other models' batches", name)
         self._tools_first = tools_first
         self._cache_dir = persistence.model_cache_dir(cache_dir, name) if cache_dir else None
         if self._cache_dir:
@@ -149,4 +153,6 @@ class Engine:
 
     def batch(self, max_sequences: int, prefill_chunk: int):
         """A batch to decode this model's sequences together (see workers/batch.py)."""
-        return ModelBatch(self, max_sequences, prefill_chunk)
+        if self.batchable:
+            return ModelBatch(self, max_sequences, prefill_chunk)
+        return SoloBatch(self, prefill_chunk)
