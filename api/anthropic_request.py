@@ -215,6 +215,7 @@ def parse_messages_request(body, router: ModelRouter) -> tuple[GenerationRequest
     stream = body.get("stream", False)
     require(isinstance(stream, bool), "stream: expected true or false")
     enable_thinking, budget = thinking_options(body.get("thinking"))
+    display = body["thinking"].get("display") if isinstance(body.get("thinking"), dict) else None
     temperature = number(body, "temperature", 0.0, 2.0)
     top_p = number(body, "top_p", 0.0, 1.0)
     top_k = number(body, "top_k", 0, 1_000_000, integer=True)
@@ -227,6 +228,8 @@ def parse_messages_request(body, router: ModelRouter) -> tuple[GenerationRequest
         tools=apply_tool_choice(chat_tools(body.get("tools")), body.get("tool_choice")),
         enable_thinking=enable_thinking,
         thinking_budget=budget,
+        # "omitted" (Claude Code 2.1.3xx): thinking blocks without their text; anything else shows it.
+        thinking_display="omitted" if display == "omitted" else None,
         temperature=1.0 if temperature is None else float(temperature),
         top_p=1.0 if top_p is None else float(top_p),
         top_k=top_k or 0,

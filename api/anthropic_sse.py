@@ -21,12 +21,15 @@ def _frame(event_type: str, data: dict, seq: int | None = None) -> dict:
     return frame
 
 
-def message_start(job_id: str, model: str) -> dict:
+def message_start(job_id: str, model: str, usage: dict | None = None) -> dict:
+    """`usage`: the job's `started` event data, once the prompt is counted (else zeros)."""
+    usage = usage or {}
     return _frame("message_start", {"type": "message_start", "message": {
         "id": message_id(job_id), "type": "message", "role": "assistant", "model": model,
         "content": [], "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": 0,
+                  "cache_creation_input_tokens": 0,
+                  "cache_read_input_tokens": usage.get("cache_read_input_tokens", 0)},
     }})
 
 

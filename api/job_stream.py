@@ -38,8 +38,6 @@ async def job_event_stream(request: Request):
 
 async def replay(jobs, feed: JobFeed, model: str, after: int):
     try:
-        if after == 0:
-            yield anthropic_sse.message_start(feed.job_id, model)
         oldest = await feed.oldest_retained()
         state = await run_in_threadpool(jobs.state, feed.job_id)
         if (oldest is not None and oldest > after + 1) or (oldest is None and state.status not in (
@@ -47,7 +45,8 @@ async def replay(jobs, feed: JobFeed, model: str, after: int):
             yield anthropic_sse.error_frame({"type": "invalid_request_error",
                                              "message": f"events after {after} of job {feed.job_id} are no longer retained"})
             return
-        async for frame in anthropic_frames(jobs, feed):
+        # From the start: message_start first, with the usage of the job's `started` event.
+        async for frame in anthropic_frames(jobs, feed, model if after == 0 else None):
             yield frame
     finally:
         with anyio.CancelScope(shield=True):

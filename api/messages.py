@@ -1,8 +1,11 @@
 """POST /v1/messages: Anthropic Messages, streaming or not.
 
-Streaming sends `message_start` at once and pings while the prompt is
-prefilled, then the job's events in Anthropic's order; it ends with
-`message_stop` or an `error` event. A client that goes away cancels its job.
+Streaming sends `message_start` once the prompt is prefilled, carrying its
+real usage as Anthropic's does; if that takes longer than one ping interval
+(a long queue or prefill), `message_start` goes out then with zero usage
+(the final `message_delta` has the real figures) and pings follow. Then the
+job's events in Anthropic's order; it ends with `message_stop` or an `error`
+event. A client that goes away cancels its job.
 """
 
 import anyio
@@ -15,7 +18,7 @@ from api.disconnect import unless_disconnected
 from api.errors import JobFailed, RequestTimedOut
 from api.relay import finish, job_events, read_body, start_job
 from api.shutdown import event_source
-from hearth.contract import ERROR, MESSAGE_END
+from hearth.contract import ERROR, MESSAGE_END, STARTED
 from hearth.message import MessageAssembler
 
 
@@ -29,9 +32,20 @@ async def create_message(request: Request):
     return await wait_for_message(request, state.jobs, feed, job_request.requested_model)
 
 
-async def anthropic_frames(jobs, feed):
-    """A job's events as Anthropic SSE frames, with a ping on every quiet tick."""
+async def anthropic_frames(jobs, feed, model: str | None = None):
+    """A job's events as Anthropic SSE frames, with a ping on every quiet tick.
+
+    With `model`, the stream opens with `message_start`: when the job's `started` event
+    comes (its usage known), or at the first quiet tick or other event, whichever is first.
+    """
+    opening = model is not None
     async for event in job_events(jobs, feed):
+        if opening:
+            opening = False
+            started = event is not None and event.type == STARTED
+            yield anthropic_sse.message_start(feed.job_id, model, event.data if started else None)
+            if started:
+                continue
         if event is None:
             yield anthropic_sse.ping()
             continue
@@ -41,8 +55,7 @@ async def anthropic_frames(jobs, feed):
 
 async def stream_message(jobs, feed, model: str):
     try:
-        yield anthropic_sse.message_start(feed.job_id, model)
-        async for frame in anthropic_frames(jobs, feed):
+        async for frame in anthropic_frames(jobs, feed, model):
             yield frame
     finally:
         await finish(jobs, feed)

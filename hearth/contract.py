@@ -103,6 +103,8 @@ class GenerationRequest:
     tools: list | None = None
     enable_thinking: bool = False
     thinking_budget: int | None = None
+    # "omitted": thinking blocks carry no text (the model still thinks, within its budget).
+    thinking_display: str | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0

@@ -4,7 +4,7 @@ import pytest
 
 from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event
 from hearth.message import MessageAssembler
-from workers.stream_parser import BlockDelta, BlockStart, BlockStop, StreamParser, ToolCallError
+from workers.stream_parser import BlockDelta, BlockStart, BlockStop, StreamParser
 
 
 def assemble(pieces, **options):  # noqa: C901
@@ -65,14 +65,35 @@ def test_model_that_never_thinks():
     assert blocks == [{"type": "text", "text": "Just an answer with a < sign"}]
 
 
-def test_think_tag_after_text_is_plain_text():
-    blocks, _ = assemble(["Use the ", "<think>", " tag"])
-    assert blocks == [{"type": "text", "text": "Use the <think> tag"}]
+def test_a_second_close_of_thinking_is_dropped():
+    blocks, _ = assemble(["<think>\nHmm.\n</think>\n\n", "</think>\n\n", "Hello."])
+    assert blocks[1:] == [{"type": "text", "text": "Hello."}]
 
 
-def test_thinking_disabled_keeps_tags_as_text():
+def test_think_tags_in_the_answer_outside_code_are_the_models_markup():
+    blocks, _ = assemble(["Use the ", "<think>", " tag", "</th", "ink> now"])
+    assert blocks == [{"type": "text", "text": "Use the  tag now"}]
+
+
+def test_thinking_disabled_drops_the_tags_the_model_writes_anyway():
     blocks, _ = assemble(["<think>x</think>y"], thinking_enabled=False)
-    assert blocks == [{"type": "text", "text": "<think>x</think>y"}]
+    assert blocks == [{"type": "text", "text": "xy"}]
+
+
+CODE = ('Here is a parser:\n```python\ndef strip(text):\n    return text.split("</think>")[-1]\n```\n'
+        'It drops everything up to `</think>` and keeps `<tool_call>` too.')
+
+
+@pytest.mark.parametrize("cut", range(0, len(CODE) + 1))
+def test_tags_in_code_the_user_asked_for_come_through_split_anywhere(cut):
+    blocks, parser = assemble(["<think>\nwrite it\n</think>\n\n"] + split_at(CODE, cut))
+    assert blocks[1] == {"type": "text", "text": CODE}
+    assert parser.tool_calls == 0 and not parser.ended
+
+
+def test_code_ends_where_its_backticks_close():
+    blocks, _ = assemble(["`a`</think> and ``b`` <think>c\n```\nx\n```</think>!"])
+    assert blocks == [{"type": "text", "text": "`a` and ``b`` c\n```\nx\n```!"}]
 
 
 def test_forced_close_of_thinking():
@@ -108,15 +129,25 @@ def test_text_before_a_tool_call():
     assert blocks[1]["input"] == {"path": "."}
 
 
-def test_unterminated_tool_call_is_kept_as_text():
+def test_an_unterminated_tool_call_is_kept_as_text():
     blocks, parser = assemble(['<tool_call>{"name": "Bash", "argu'])
     assert blocks == [{"type": "text", "text": '<tool_call>{"name": "Bash", "argu'}]
     assert parser.tool_calls == 0
 
 
-def test_malformed_tool_call_raises():
-    with pytest.raises(ToolCallError):
-        assemble(["<tool_call>not json</tool_call>"])
+GARBLED = '<tool_call>\n{"name": "Read", "arguments": "arguments": "docs"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("cut", range(0, len(GARBLED) + 1, 4))
+def test_a_call_that_does_not_parse_comes_back_as_text_exactly_as_written(cut):
+    blocks, parser = assemble(["Let me read it.\n"] + split_at(GARBLED, cut))
+    assert blocks == [{"type": "text", "text": "Let me read it.\n" + GARBLED}]
+    assert parser.garbled_calls == 1 and parser.tool_calls == 0
+
+
+def test_a_call_without_arguments_object_is_not_a_call():
+    blocks, parser = assemble(['<tool_call>{"name": "Bash", "arguments": ["ls"]}</tool_call>'])
+    assert blocks[0]["type"] == "text" and parser.garbled_calls == 1
 
 
 def test_input_json_deltas_join_into_the_arguments():
@@ -126,19 +157,30 @@ def test_input_json_deltas_join_into_the_arguments():
     assert json.loads(deltas) == {"command": 'echo "hi"'}
 
 
-def test_json_arguments_stream_before_the_call_is_closed():
+def test_a_json_call_opens_its_block_only_once_it_parses():
     parser = StreamParser()
     events = []
     for piece in ['<tool_call>\n{"name": "Write", "arguments": {"path": "a.py", ', '"content": "print(1)\\n', 'print(2)"', "}}"]:
         events += parser.feed(piece)
-    start = [e for e in events if isinstance(e, BlockStart)]
-    assert start and start[0].block["name"] == "Write", "the block must open as soon as the name is known"
-    streamed = [e.delta["partial_json"] for e in events if isinstance(e, BlockDelta)]
-    assert len(streamed) >= 3 and not any(isinstance(e, BlockStop) for e in events)
+    assert events == [], "held: a garbled end would leave the client a tool_use it cannot parse"
     events += parser.feed("\n</tool_call>")
+    assert isinstance(events[0], BlockStart) and events[0].block["name"] == "Write"
     arguments = "".join(e.delta["partial_json"] for e in events if isinstance(e, BlockDelta))
     assert json.loads(arguments) == {"path": "a.py", "content": "print(1)\nprint(2)"}
     assert isinstance(events[-1], BlockStop)
+
+
+@pytest.mark.parametrize("after", ["\nDone! I listed them.", "\n</think>Now the answer.", " ok"])
+def test_the_turn_ends_at_a_complete_call_whatever_the_model_writes_after_it(after):
+    call = '<tool_call>\n{"name": "Bash", "arguments": {"command": "ls"}}\n</tool_call>'
+    blocks, parser = assemble(["I will look.\n", call, after, " and more"])
+    assert [b["type"] for b in blocks] == ["text", "tool_use"]
+    assert parser.ended and parser.dropped > 0 and parser.tool_calls == 1
+
+
+def test_whitespace_and_further_calls_after_a_call_keep_the_turn_going():
+    blocks, parser = assemble([CALLS, "\n\n"])
+    assert [b["type"] for b in blocks] == ["thinking", "tool_use", "tool_use"] and not parser.ended
 
 
 XML_TOOLS = [{"type": "function", "function": {"name": "Read", "parameters": {"type": "object", "properties": {
@@ -166,7 +208,13 @@ def test_xml_parameters_stream_one_by_one():
         "file_path": "src/a.py"}
 
 
-def test_a_call_cut_off_by_max_tokens_ends_its_block():
-    blocks, parser = assemble(['<tool_call>{"name": "Bash", "arguments": {"command": "ls -'])
-    assert blocks[0]["type"] == "tool_use" and blocks[0]["name"] == "Bash"
-    assert parser.tool_calls == 0
+def test_a_json_call_cut_off_by_max_tokens_comes_back_as_text():
+    cut = '<tool_call>{"name": "Bash", "arguments": {"command": "ls -'
+    blocks, parser = assemble([cut])
+    assert blocks == [{"type": "text", "text": cut}] and parser.tool_calls == 0
+
+
+def test_an_xml_call_cut_off_closes_with_the_parameters_it_has():
+    blocks, parser = assemble(["<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
+                               "<parameter=limit>\n2"], tool_format="xml", tools=XML_TOOLS)
+    assert blocks[0]["type"] == "tool_use" and blocks[0]["input"]["file_path"] == "src/a.py"

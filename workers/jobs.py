@@ -84,6 +84,7 @@ class MessageJob:
         self._since = time.perf_counter()
         # When the worker took the job and admitted it (unix seconds), for the `started` event.
         self.timing: dict = {}
+        self._offered = {tool.get("function", tool).get("name") for tool in request.tools or []}
 
     def _begin(self) -> Progress:
         prompt = self.engine.render(self.request)
@@ -130,6 +131,8 @@ class MessageJob:
         self._emit(p.parser.feed(p.stops.feed(text)))
         if p.stops.matched is not None:
             return self._finish("stop_sequence")
+        if p.parser.ended:
+            return self._finish("stop")  # the model went on after its tool calls: the turn ends at them
         if finish is not None:
             return self._finish(finish)
         budget = self.request.thinking_budget if self.request.enable_thinking else None
@@ -165,11 +168,14 @@ class MessageJob:
             log.info("job %s: answer capped at %d tokens by %s's generation_config.json",
                      self.job_id, p.output_tokens, self.engine.name)
             finish_reason = "stop"
-        stop_reason = {"stop_sequence": "stop_sequence", "length": "max_tokens"}.get(finish_reason, "end_turn")
-        if p.parser.tool_calls and stop_reason == "end_turn":
-            stop_reason = "tool_use"
+        self._log_mistakes()
+        if p.parser.tool_calls:
+            stop_reason = "tool_use"  # the message ends with its tool calls: agents loop on this
+        else:
+            stop_reason = {"stop_sequence": "stop_sequence", "length": "max_tokens"}.get(finish_reason, "end_turn")
+        matched = p.stops.matched if stop_reason == "stop_sequence" else None
         final_usage = usage(p.prompt_tokens, p.reused or 0, p.output_tokens)
-        self._stage(MESSAGE_END, {"stop_reason": stop_reason, "stop_sequence": p.stops.matched, "usage": final_usage})
+        self._stage(MESSAGE_END, {"stop_reason": stop_reason, "stop_sequence": matched, "usage": final_usage})
         self.pause()
         log.info("job %s finished: %d prompt + %d output tokens in %.2fs (%s, %d suspensions)",
                  self.job_id, p.prompt_tokens, p.output_tokens, p.elapsed, stop_reason, p.suspensions)
@@ -177,9 +183,19 @@ class MessageJob:
             "model": self.request.requested_model,
             "content": p.assembler.blocks,
             "stop_reason": stop_reason,
-            "stop_sequence": p.stops.matched,
+            "stop_sequence": matched,
             "usage": final_usage,
         })
+
+    def _log_mistakes(self):
+        """What the model got wrong of its own format, which the client never sees as such."""
+        parser = self.progress.parser
+        if parser.garbled_calls:
+            log.warning("job %s: %d tool call(s) did not parse and were returned as text",
+                        self.job_id, parser.garbled_calls)
+        if parser.dropped:
+            log.info("job %s: the turn ends at its tool call; %d characters written after it were dropped",
+                     self.job_id, parser.dropped)
 
     def _window_full(self) -> bool:
         window = self.engine.context_window
@@ -195,8 +211,14 @@ class MessageJob:
     def _emit(self, parsed):
         for item in parsed:
             if isinstance(item, BlockStart):
+                if item.block["type"] == "tool_use" and item.block["name"] not in self._offered:
+                    # Passed on all the same: Claude Code answers it with an error result.
+                    log.warning("job %s: the model called %r, a tool the request did not offer",
+                                self.job_id, item.block["name"])
                 self._stage(BLOCK_START, {"index": item.index, "block": item.block})
             elif isinstance(item, BlockDelta):
+                if item.delta["type"] == "thinking_delta" and self.request.thinking_display == "omitted":
+                    continue
                 self._stage(DELTA, {"index": item.index, "delta": item.delta})
             elif isinstance(item, BlockStop):
                 self._stage(BLOCK_STOP, {"index": item.index})
