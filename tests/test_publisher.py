@@ -72,7 +72,7 @@ def test_many_jobs_and_the_queue_lengths_share_one_round_trip():
     publishers = [EventPublisher(redis, f"job{i}", ttl=60) for i in range(3)]
     for i, publisher in enumerate(publishers):
         for n in range(i + 1):
-            publisher.stage("delta", {"n": n})
+            publisher.stage("block_stop", {"n": n})
     redis.rpush("rq:queue:interactive", "other-job")
     redis.set(cancel_key("job1"), 1)
     pipelines = []
@@ -129,3 +129,22 @@ def test_a_publish_cut_short_leaves_no_gap_before_the_terminal_event(landed):
     events = [Event.from_json(f[b"e"]) for _, f in redis.xrange(events_key("job1"))]
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert len(events) == (3 if landed else 2) and events[-1].type == "error"
+
+
+def test_deltas_that_continue_a_block_are_merged_until_the_next_flush():
+    redis = fakeredis.FakeRedis()
+    publisher = EventPublisher(redis, "job1", ttl=60)
+    pieces = [publisher.stage("block_start", {"index": 0, "block": {"type": "text", "text": ""}})]
+    assert publisher.urgent
+    for text in ["Hel", "lo", " there"]:
+        pieces.append(publisher.stage("delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}))
+    flush(redis, [publisher])
+    publisher.stage("delta", {"index": 0, "delta": {"type": "text_delta", "text": "!"}})
+    assert not publisher.urgent
+    publisher.stage("block_stop", {"index": 0})
+    flush(redis, [publisher])
+    events = [Event.from_json(f[b"e"]) for _, f in redis.xrange(events_key("job1"))]
+    assert [(e.seq, e.type) for e in events] == [(1, "block_start"), (2, "delta"), (3, "delta"), (4, "block_stop")]
+    assert events[1].data["delta"]["text"] == "Hello there" and events[2].data["delta"]["text"] == "!"
+    # Each staged piece is still what the job assembles from.
+    assert [p.data["delta"]["text"] for p in pieces[1:]] == ["Hel", "lo", " there"]

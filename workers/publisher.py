@@ -1,10 +1,13 @@
 """Publish jobs' events: log (Redis Stream) and live (pub/sub), every running job in one round trip.
 
-A job stages its events as it makes them; once per step the scheduler
-flushes every job's staged events together. The same pipeline reads each
-job's cancel flag and the queues' lengths, so checking for a cancel or for
-waiting work between tokens costs no extra round trip, however many jobs
-decode at once.
+A job stages its events as it makes them; the scheduler flushes every job's
+staged events together. The same pipeline reads each job's cancel flag and
+the queues' lengths, so checking for a cancel or for waiting work between
+tokens costs no extra round trip, however many jobs decode at once.
+
+Deltas staged between two flushes that continue the same block are merged
+into one event: when tokens come faster than COALESCE_SECONDS, the log, the
+channel, the API and the client each handle one event for several tokens.
 """
 
 import logging
@@ -13,7 +16,7 @@ import time
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hearth.contract import Event, cancel_key, progress_key
+from hearth.contract import DELTA, Event, cancel_key, progress_key
 from hearth.event_log import append_error, check_added, queue_events
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,9 @@ RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)
 # A token's own writes are its event (log and channel); the rest is refreshed this often, in seconds.
 TTL_REFRESH_SECONDS = 60.0
 PROGRESS_SECONDS = 0.25
+# Deltas are sent at least this often (seconds); anything else (a block starting or ending) at once.
+COALESCE_SECONDS = 0.01
+MERGEABLE = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
 
 class EventPublisher:
@@ -40,11 +46,23 @@ class EventPublisher:
         self._ttl_set_at = self._progress_at = float("-inf")
 
     def stage(self, event_type: str, data: dict) -> Event:
-        """The job's next event, sent with the next flush."""
+        """The job's next event, sent with the next flush (merged into the last staged delta it continues)."""
+        last = self.pending[-1] if self.pending else None
+        if (event_type == DELTA and last is not None and last.type == DELTA and last.data["index"] == data["index"]
+                and last.data["delta"]["type"] == data["delta"]["type"] in MERGEABLE):
+            field = MERGEABLE[data["delta"]["type"]]
+            merged = dict(last.data["delta"], **{field: last.data["delta"][field] + data["delta"][field]})
+            self.pending[-1] = Event(last.seq, DELTA, dict(last.data, delta=merged))
+            return Event(last.seq, event_type, data)
         event = Event(self.seq + 1, event_type, data)
         self.seq = event.seq
         self.pending.append(event)
         return event
+
+    @property
+    def urgent(self) -> bool:
+        """Something staged besides deltas (a block starts or ends, the job ends): send it now."""
+        return any(event.type != DELTA for event in self.pending)
 
     def publish(self, event_type: str, data: dict) -> Event:
         """Stage one event and flush it at once (a job on its own)."""

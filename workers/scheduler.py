@@ -30,7 +30,7 @@ from hearth.contract import QUEUE_BACKGROUND, QUEUE_INTERACTIVE, GenerationReque
 from workers import suspension
 from workers.batch import Sampling
 from workers.jobs import Done, JobCancelled, MessageJob, Segment, settle
-from workers.publisher import EventPublisher, flush
+from workers.publisher import COALESCE_SECONDS, EventPublisher, flush
 from workers.suspension import JobSuspended
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Scheduler:
         self.waiting_for_memory: list[Running] = []
         # Job ids rq's stop-job command named (set from the worker's pub/sub thread).
         self.stop_requested: set = set()
-        self._flags_read = 0.0
+        self._flags_read = self._flushed = 0.0
         self._warned_over_budget = False
 
     def _new_batch(self, engine):
@@ -202,14 +202,18 @@ class Scheduler:
             self._end(run, exc)
 
     def _flush(self):
+        """Send what the jobs staged: at once if a block starts or ends, else deltas every COALESCE_SECONDS."""
         publishers = [run.publisher for run in self.running.values()]
-        read_flags = time.monotonic() - self._flags_read >= FLAG_READ_SECONDS
-        if not read_flags and not any(p.pending for p in publishers):
+        now = time.monotonic()
+        read_flags = now - self._flags_read >= FLAG_READ_SECONDS
+        due = now - self._flushed >= COALESCE_SECONDS and any(p.pending for p in publishers)
+        if not (read_flags or due or any(p.urgent for p in publishers)):
             return
         lengths = flush(self.connection, publishers, tuple(self.queue_keys.values()), read_flags)
+        self._flushed = now
         if read_flags:
             self.queued = dict(zip(self.queue_keys, lengths))
-            self._flags_read = time.monotonic()
+            self._flags_read = now
 
     def _settle_ended(self):
         now = time.monotonic()
@@ -255,6 +259,14 @@ class Scheduler:
         batch = self.batches.get(run.model)
         if in_batch and batch is not None and run.job.id in batch:
             batch.remove(run.job.id)
+        if run.publisher.pending and isinstance(outcome, (dict, Exception)):
+            # What it made goes out before rq hears of its end (a suspended job's progress is parked
+            # at its last event); on a cold shutdown there is no time, and its error event follows the log.
+            try:
+                flush(self.connection, [run.publisher])
+            except Exception:  # noqa: BLE001 - its error event, appended after the log's last, still follows
+                if isinstance(outcome, JobSuspended):
+                    raise
         value = settle(self.rt, run.job, run.message, run.publisher, outcome)
         if isinstance(value, BaseException):
             self.outcomes.failed(run, value, stopped=isinstance(value, JobCancelled))

@@ -9,6 +9,7 @@ import anthropic
 import httpx
 import pytest
 
+from hearth.settings import Settings
 from tests.conftest import poll_job, sse_frames
 
 pytestmark = pytest.mark.integration
@@ -22,8 +23,6 @@ REQUEST = {"model": MAIN, "max_tokens": 60, "temperature": 0, "messages": [{"rol
 def http(hearth):
     with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
         yield client
-
-
 
 
 def babble(http, priority="background"):
@@ -42,18 +41,24 @@ def test_submit_and_poll_equals_streaming(hearth, http):
 
 
 def test_cancel_a_queued_job_and_a_running_one(hearth, http):
-    running = babble(http)
-    poll_job(http, running, until=("started",))
+    # Every slot decoding: the next background job waits in the queue.
+    running = [babble(http) for _ in range(Settings().max_batch)]
+    for job_id in running:
+        poll_job(http, job_id, until=("started",))
     queued = http.post("/v1/jobs", json={"request": REQUEST}).json()["id"]
-    assert http.get(f"/v1/jobs/{queued}").json()["status"] == "queued"
-    assert http.delete(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
-    started = time.monotonic()
-    assert http.post(f"/v1/jobs/{running}/cancel").status_code == 200
-    view = poll_job(http, running)
-    assert view["status"] == "cancelled" and time.monotonic() - started < 5
-    time.sleep(0.5)
-    assert http.get(f"/v1/jobs/{queued}").json()["started_at"] is None, "a cancelled queued job ran"
-    assert http.delete(f"/v1/jobs/{running}").status_code == 409
+    try:
+        assert http.get(f"/v1/jobs/{queued}").json()["status"] == "queued"
+        assert http.delete(f"/v1/jobs/{queued}").json()["status"] == "cancelled"
+        started = time.monotonic()
+        assert http.post(f"/v1/jobs/{running[0]}/cancel").status_code == 200
+        view = poll_job(http, running[0])
+        assert view["status"] == "cancelled" and time.monotonic() - started < 5
+        time.sleep(0.5)
+        assert http.get(f"/v1/jobs/{queued}").json()["started_at"] is None, "a cancelled queued job ran"
+        assert http.delete(f"/v1/jobs/{running[0]}").status_code == 409
+    finally:
+        for job_id in running[1:]:
+            http.delete(f"/v1/jobs/{job_id}")
 
 
 def test_resume_an_event_stream_midway(hearth, http):
