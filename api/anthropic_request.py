@@ -162,6 +162,8 @@ def chat_tools(tools) -> list | None:
         require(isinstance(tool, dict) and isinstance(tool.get("name"), str), f"tools[{i}]: a tool needs a name")
         if "input_schema" not in tool:
             continue  # server tools (web search, …) run at Anthropic, not here
+        if tool.get("defer_loading"):
+            continue  # loaded later by tool search, if at all: not in the model's context (Claude Code 2.1.3xx)
         require(isinstance(tool["input_schema"], dict), f"tools[{i}].input_schema: expected an object")
         out.append({"type": "function", "function": {
             "name": tool["name"], "description": tool.get("description", ""), "parameters": tool["input_schema"]}})

@@ -3,11 +3,13 @@
     hearth up       Redis (found or started), the worker and the API; Ctrl-C stops all
     hearth worker   the resident MLX worker (one process)
     hearth api      the HTTP API under gunicorn (one port)
+    hearth claude   Claude Code pointed at this Hearth; its arguments pass through
 """
 
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,13 +101,44 @@ def run_up(settings: Settings):
             own_redis.stop()
 
 
+HOW_TO_GET_CLAUDE_CODE = """Claude Code is not installed (no `claude` on the PATH). Get it with
+  npm install -g @anthropic-ai/claude-code      (Node.js 18 or newer)
+then run `hearth claude` again."""
+
+
+def run_claude(settings: Settings, args: list):
+    """Claude Code against this Hearth: same host and port as `hearth api`, its key if keys are set.
+
+    Model names need no mapping: every `claude-*` name reaches the main model and
+    `claude-haiku-*` the fast one (HEARTH_ALIASES can say otherwise).
+    """
+    binary = shutil.which("claude")
+    if binary is None:
+        sys.exit(f"hearth: {HOW_TO_GET_CLAUDE_CODE}")
+    if not is_healthy(settings):
+        log.warning("Hearth does not answer at http://%s:%d (start it with `hearth up`); starting Claude Code anyway",
+                    settings.host, settings.port)
+    env = dict(os.environ, ANTHROPIC_BASE_URL=f"http://{settings.host}:{settings.port}",
+               ANTHROPIC_API_KEY=settings.api_keys[0] if settings.api_keys else "hearth-local")
+    env.pop("ANTHROPIC_AUTH_TOKEN", None)  # it would be sent instead of the key
+    # Everything stays local: no telemetry, error reports or update checks to Anthropic.
+    env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+    os.execvpe(binary, [binary, *args], env)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hearth", description="Local MLX models for Claude Code, through Redis.")
-    parser.add_argument("command", choices=["up", "worker", "api"])
+    parser.add_argument("command", choices=["up", "worker", "api", "claude"])
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="for `hearth claude`: Claude Code's own arguments")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    {"up": run_up, "worker": run_worker, "api": run_api}[args.command](settings)
+    if args.command == "claude":
+        run_claude(settings, args.args)
+    elif args.args:
+        parser.error(f"`hearth {args.command}` takes no arguments")
+    else:
+        {"up": run_up, "worker": run_worker, "api": run_api}[args.command](settings)
 
 
 if __name__ == "__main__":

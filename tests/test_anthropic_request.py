@@ -35,6 +35,21 @@ def test_claude_code_request_is_accepted_and_normalized():
     assert [t["function"]["name"] for t in request.tools] == ["Bash"]
 
 
+def test_claude_code_2_1_332s_request_is_accepted():
+    """The newest release's shape (captured 2026-11-30): 128K max_tokens, thinking display omitted,
+    a deferred-tool placeholder, a new model name."""
+    tools = claude_code_request()["tools"] + [
+        {"name": "DeferredToolPlaceholder", "description": "Reserved placeholder that keeps deferred tool loading "
+         "active; never call this tool.", "input_schema": {"type": "object", "properties": {}}, "defer_loading": True}]
+    body = claude_code_request(model="claude-opus-5-5", max_tokens=128000, tools=tools,
+                               thinking={"type": "adaptive", "display": "omitted"})
+    request, _ = parse(body)
+    assert request.max_tokens == 128000 and request.model == "main-model"
+    assert request.enable_thinking and request.thinking_display == "omitted"
+    # A deferred tool is loaded later by tool search, if at all: not shown to the model.
+    assert [t["function"]["name"] for t in request.tools] == ["Bash"]
+
+
 @pytest.mark.parametrize("model, served", [
     ("claude-haiku-4-5-20251001", "fast-model"),
     ("claude-3-5-haiku-latest", "fast-model"),

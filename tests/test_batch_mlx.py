@@ -156,3 +156,29 @@ def test_a_model_that_cannot_batch_decodes_one_sequence_at_a_time_with_the_same_
     assert outputs["a"][0].reused is not None and outputs["b"][0].reused is not None
     # Its prompt, too, went a chunk a step.
     assert len([o for o in outputs["a"] if o.prefilled]) >= 150 // 64
+
+
+def test_a_scripted_reply_for_the_fault_tests_writes_exactly_its_text(engine):
+    import fakeredis
+
+    from hearth.contract import FAULT_KEY
+    from workers.faults import FaultInjectingEngine
+
+    redis = fakeredis.FakeRedis()
+    scripted = FaultInjectingEngine(engine, redis)
+    batch = scripted.batch(8, 64)
+    reply = '<tool_call>\n{"name": "Bash", "arguments": {"command": "ls"}}\n</tool_call>'
+    redis.set(FAULT_KEY, "reply:" + reply)
+    batch.add("scripted", prompt(engine, "hello there ", 12), GREEDY, 200)
+    batch.add("free", prompt(engine, "another question here ", 12), GREEDY, 5)
+    outputs = {}
+    while len(batch):
+        for output in batch.step():
+            outputs.setdefault(output.key, []).append(output)
+        if outputs.get("scripted") and outputs["scripted"][-1].finish == "stop" and "scripted" in batch:
+            batch.remove("scripted")  # what the scheduler does once the job has its end
+    decoder = engine.decoder()
+    tokens = tokens_of(outputs["scripted"])
+    assert "".join(decoder.add(t) for t in tokens[:-1]) + decoder.flush() == reply
+    assert outputs["scripted"][-1].finish == "stop" and tokens[-1] in engine.tokenizer.eos_token_ids
+    assert tokens_of(outputs["free"]) == alone(engine, prompt(engine, "another question here ", 12), 5)  # the other: the model's own
