@@ -22,9 +22,11 @@ from api.job_stream import job_event_stream
 from api.job_queue import JobQueue
 from api.live_hub import LiveHub
 from api.messages import create_message
+from api.metrics import metrics
 from api.models import ModelRouter
 from api.shutdown import watch_shutdown_signals
 from api.status import cache_stats, healthz, list_models
+from api.status_page import ROUTES as STATUS_PAGE
 from hearth.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None, clients=connect) -> Starlette:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/cache", cache_stats, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *STATUS_PAGE,
         # Ahead of the Falcon mount: SSE is Starlette's job.
         Route("/v1/jobs/{job_id}/events", job_event_stream, methods=["GET"]),
     ]

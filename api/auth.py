@@ -8,6 +8,7 @@ goes into the ASGI scope so jobs and batches can be kept to their submitter.
 import hashlib
 import hmac
 import json
+from urllib.parse import parse_qs
 
 OPEN_PATHS = {"/healthz"}
 
@@ -17,11 +18,15 @@ def principal_of(scope) -> str | None:
     return scope.get("state", {}).get("principal")
 
 
-def presented_key(headers: dict) -> str:
+def presented_key(scope) -> str:
+    headers = dict(scope["headers"])
     key = headers.get(b"x-api-key", b"").decode("latin-1")
     if not key:
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         key = token.strip() if scheme.lower() == "bearer" else ""
+    if not key and (scope["path"] == "/" or scope["path"].startswith("/status")):
+        # The status page and its stream: a browser's EventSource cannot send headers.
+        key = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key", [""])[0]
     return key
 
 
@@ -33,7 +38,7 @@ class ApiKeyMiddleware:
     async def __call__(self, scope, receive, send):
         if not self.keys or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        key = presented_key(dict(scope["headers"])).encode()
+        key = presented_key(scope).encode()
         # Compare with every key, whatever matches, so timing says nothing about which.
         matched = [hmac.compare_digest(key, k) for k in self.keys]
         if not key or not any(matched):

@@ -4,6 +4,7 @@
     hearth worker   the resident MLX worker (one process)
     hearth api      the HTTP API under gunicorn (one port)
     hearth claude   Claude Code pointed at this Hearth; its arguments pass through
+    hearth status   what Hearth is doing now: queues, workers, cache, recent jobs
 """
 
 import argparse
@@ -126,15 +127,31 @@ def run_claude(settings: Settings, args: list):
     os.execvpe(binary, [binary, *args], env)
 
 
+def run_status(settings: Settings, args: list):
+    """The status page's summary, read from Redis directly (no API needed)."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from hearth import status
+
+    try:
+        print(status.summary(status.snapshot(Redis.from_url(settings.redis_url), prompts="--prompts" in args)))
+    except RedisError as exc:
+        sys.exit(f"hearth: Redis at {settings.redis_url} does not answer ({exc}); is Hearth running?")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="hearth", description="Local MLX models for Claude Code, through Redis.")
-    parser.add_argument("command", choices=["up", "worker", "api", "claude"])
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="for `hearth claude`: Claude Code's own arguments")
+    parser.add_argument("command", choices=["up", "worker", "api", "claude", "status"])
+    parser.add_argument("args", nargs=argparse.REMAINDER,
+                        help="for `hearth claude`: Claude Code's own arguments; for `hearth status`: --prompts")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     if args.command == "claude":
         run_claude(settings, args.args)
+    elif args.command == "status":
+        run_status(settings, args.args)
     elif args.args:
         parser.error(f"`hearth {args.command}` takes no arguments")
     else:

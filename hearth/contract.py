@@ -72,6 +72,12 @@ def cache_stats_key(worker_name: str) -> str:
 
 
 
+# The workers' counters and histograms for /metrics: a hash of `name|label=value,...` -> total
+# (hearth/metrics.py), so that any API process serves the same figures.
+METRICS_KEY = f"{KEY_PREFIX}:metrics"
+# Tokens generated, a `<unix second> <count>` entry per worker per second, for the status page's chart.
+THROUGHPUT_KEY = f"{KEY_PREFIX}:throughput"
+
 # Read by a worker started with HEARTH_FAULT_INJECTION=1 (workers/faults.py).
 FAULT_KEY = f"{KEY_PREFIX}:fault"
 

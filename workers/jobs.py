@@ -74,8 +74,9 @@ def usage(prompt_tokens: int, reused: int, output_tokens: int) -> dict:
 
 class MessageJob:
     def __init__(self, job_id: str, request: GenerationRequest, engine, publisher: EventPublisher,
-                 resume: Progress | None = None):
+                 resume: Progress | None = None, meter=None):
         self.job_id = job_id
+        self.meter = meter  # hearth.metrics.JobMeter, or None
         self.request = request
         self.engine = engine
         self.publisher = publisher
@@ -116,9 +117,13 @@ class MessageJob:
             p.announced = True
             self._stage(STARTED, dict(usage(p.prompt_tokens, p.reused or 0, 0),
                                       timing=dict(self.timing, prefilled=time.time())))
+            if self.meter:
+                self.meter.prefilled(p.prompt_tokens, p.reused or 0)
         if output.token is None:
             return None
         p.output_tokens += 1
+        if self.meter:
+            self.meter.token()
         self.publisher.output_tokens = p.output_tokens
         finish = output.finish
         # The end token is not text; every other token is, the last one included.

@@ -114,9 +114,9 @@ class EventPublisher:
             self.cancel_requested = self.cancel_requested or bool(replies[-1])
 
 
-def flush(redis, publishers: list, watch_queues: tuple = (), read_flags: bool = True) -> list[int]:
-    """Every publisher's staged events and, with `read_flags`, its cancel flag and the lengths of
-    `watch_queues`: one round trip.
+def flush(redis, publishers: list, watch_queues: tuple = (), read_flags: bool = True, tally=None) -> list[int]:
+    """Every publisher's staged events and, with `read_flags`, its cancel flag, the lengths of
+    `watch_queues` and the worker's metrics `tally`: one round trip.
 
     Retried through a Redis restart (the log's explicit ids make it idempotent).
     """
@@ -127,7 +127,12 @@ def flush(redis, publishers: list, watch_queues: tuple = (), read_flags: bool = 
             spans = [publisher._queue(pipe, read_flags) for publisher in publishers]
             for queue in watch_queues:
                 pipe.llen(queue)
-            replies = pipe.execute(raise_on_error=False) if sum(spans) or watch_queues else []
+            counted = bool(tally)
+            if counted:
+                tally.queue(pipe)  # its replies come after the queues' lengths and are not read
+            replies = pipe.execute(raise_on_error=False) if sum(spans) or watch_queues or counted else []
+            if counted:
+                tally.clear()
             break
         except (RedisConnectionError, RedisTimeoutError):
             if delay is None:
@@ -138,4 +143,4 @@ def flush(redis, publishers: list, watch_queues: tuple = (), read_flags: bool = 
     for publisher, span in zip(publishers, spans):
         publisher._read(replies[start:start + span], read_flags)
         start += span
-    return [int(length) for length in replies[start:]]
+    return [int(length) for length in replies[start:start + len(watch_queues)]]

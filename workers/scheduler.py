@@ -27,6 +27,7 @@ from typing import Protocol
 from rq.timeouts import JobTimeoutException
 
 from hearth.contract import QUEUE_BACKGROUND, QUEUE_INTERACTIVE, GenerationRequest
+from hearth.metrics import JobMeter, Tally
 from workers import suspension
 from workers.batch import Sampling
 from workers.jobs import Done, JobCancelled, MessageJob, Segment, settle
@@ -61,6 +62,8 @@ class Running:
     admitted: float  # time.monotonic()
     message: MessageJob | None = None
     done: Done | None = None
+    prefilled: tuple = (0, 0)  # prompt tokens processed, of
+    first_token_at: float | None = None  # time.monotonic()
 
     @property
     def interactive(self) -> bool:
@@ -83,6 +86,7 @@ class Scheduler:
         # Job ids rq's stop-job command named (set from the worker's pub/sub thread).
         self.stop_requested: set = set()
         self._flags_read = self._flushed = 0.0
+        self.tally = Tally()  # this worker's metrics since the last round trip (hearth/metrics.py)
         self._warned_over_budget = False
 
     def _new_batch(self, engine):
@@ -98,6 +102,24 @@ class Scheduler:
     def job_ids(self) -> list:
         return list(self.running)
 
+    def describe(self) -> list:
+        """What each running job is doing, for the status page (called from the heartbeat thread)."""
+        now = time.monotonic()
+        out = []
+        for run in list(self.running.values()):
+            tokens = run.message.progress.output_tokens if run.message else 0
+            if run in self.waiting_for_memory:
+                phase = "waiting for memory"
+            elif run.first_token_at is None:
+                phase = "prefilling"
+            else:
+                phase = "decoding"
+            elapsed = now - run.first_token_at if run.first_token_at else 0.0
+            out.append({"id": run.job.id, "model": run.model, "queue": run.job.origin, "phase": phase,
+                        "prefilled": list(run.prefilled), "output_tokens": tokens,
+                        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0.5 else None})
+        return out
+
     def admit(self, job, queue, execution, dequeued_at: float | None = None):
         """Take a job that rq has just started: render it and give it a sequence (or a place in line for memory)."""
         progress = suspension.take(self.connection, job.id)
@@ -111,7 +133,11 @@ class Scheduler:
                 raise JobCancelled(job.id)
             request = GenerationRequest.from_dict(job.args[0])
             run.model = request.model
-            run.message = MessageJob(job.id, request, self.rt.engine_for(request.model), publisher, progress)
+            enqueued = job.enqueued_at.timestamp() if job.enqueued_at else time.time()
+            if progress is None:
+                self.tally.observe("hearth_queue_wait_seconds", (dequeued_at or time.time()) - enqueued, queue=job.origin)
+            meter = JobMeter(self.tally, request.model, job.origin, enqueued, resumed=progress is not None)
+            run.message = MessageJob(job.id, request, self.rt.engine_for(request.model), publisher, progress, meter)
             self._start(run)
             run.message.timing = {"dequeued": dequeued_at or time.time(), "admitted": time.time()}
         except Exception as exc:  # noqa: BLE001 - sorted by settle()
@@ -187,6 +213,10 @@ class Scheduler:
         return sum(batch.nbytes for batch in self.batches.values())
 
     def _feed(self, run: Running, output):
+        if output.prefilled:
+            run.prefilled = output.prefilled
+        elif run.first_token_at is None:
+            run.first_token_at = time.monotonic()
         after = run.message.on_output(output)
         if isinstance(after, Segment):
             self.batches[run.model].extend(run.job.id, after.tokens, after.max_tokens)
@@ -209,7 +239,7 @@ class Scheduler:
         due = now - self._flushed >= COALESCE_SECONDS and any(p.pending for p in publishers)
         if not (read_flags or due or any(p.urgent for p in publishers)):
             return
-        lengths = flush(self.connection, publishers, tuple(self.queue_keys.values()), read_flags)
+        lengths = flush(self.connection, publishers, tuple(self.queue_keys.values()), read_flags, self.tally)
         self._flushed = now
         if read_flags:
             self.queued = dict(zip(self.queue_keys, lengths))
@@ -250,6 +280,23 @@ class Scheduler:
             else:
                 return  # in order: a big job is not overtaken forever by small ones
 
+    def flush_metrics(self):
+        """The tally's last counts, when the worker goes idle (running jobs send theirs every step)."""
+        self.tally.close_second(now=True)
+        if self.tally:
+            pipe = self.connection.pipeline(transaction=False)
+            self.tally.queue(pipe)
+            pipe.execute()
+            self.tally.clear()
+
+    def _count(self, run: Running, outcome):
+        model = run.model or "unknown"
+        if isinstance(outcome, JobSuspended):
+            self.tally.add("hearth_suspensions_total", model=model)
+            return
+        kind = "finished" if isinstance(outcome, dict) else "cancelled" if isinstance(outcome, JobCancelled) else "failed"
+        self.tally.add("hearth_jobs_total", queue=run.job.origin, model=model, outcome=kind)
+
     def _end(self, run: Running, outcome, in_batch: bool = True):
         """The one way out of a slot: the sequence's K/V back to the cache, then rq and the clients told."""
         self.running.pop(run.job.id, None)
@@ -268,6 +315,7 @@ class Scheduler:
                 if isinstance(outcome, JobSuspended):
                     raise
         value = settle(self.rt, run.job, run.message, run.publisher, outcome)
+        self._count(run, outcome)
         if isinstance(value, BaseException):
             self.outcomes.failed(run, value, stopped=isinstance(value, JobCancelled))
         else:

@@ -48,19 +48,19 @@ class Heartbeat(threading.Thread):
     it while a job runs.
     """
 
-    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_job_ids, event_ttl: int):
+    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_jobs, event_ttl: int):
         super().__init__(name="hearth-heartbeat", daemon=True)
         self._redis = connection
         self._event_ttl = event_ttl
         self._key = worker_heartbeat_key(worker_name)
         self._ttl = ttl
-        self._current_job_ids = current_job_ids
+        self._current_jobs = current_jobs  # what each running job is doing, for the status page
         self._stopping = threading.Event()
 
     def run(self):
         while not self._stopping.is_set():
             try:
-                value = json.dumps({"pid": os.getpid(), "job_ids": self._current_job_ids()})
+                value = json.dumps({"pid": os.getpid(), "jobs": self._current_jobs()})
                 self._redis.set(self._key, value, ex=self._ttl)
                 # Jobs of another worker that died (several workers share a Redis).
                 reaper.fail_abandoned(self._redis, self._event_ttl)
@@ -106,6 +106,7 @@ class HearthWorker(SimpleWorker):
                     return dequeued
             self.batch_scheduler.step()
             self._keep_alive()
+        self.batch_scheduler.flush_metrics()
         if self._stop_requested:
             raise StopRequested()  # a warm shutdown waited for the running jobs; rq's loop ends here
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -133,6 +134,7 @@ class HearthWorker(SimpleWorker):
             while self.batch_scheduler.busy:
                 self.batch_scheduler.step()
                 self._keep_alive()
+            self.batch_scheduler.flush_metrics()
         finally:
             super().teardown()
 
@@ -201,7 +203,7 @@ class HearthWorker(SimpleWorker):
 
     def work(self, *args, **kwargs):
         heartbeat = Heartbeat(self.connection, self.name, self.runtime.settings.heartbeat_ttl,
-                              self.batch_scheduler.job_ids, self.runtime.settings.event_ttl)
+                              self.batch_scheduler.describe, self.runtime.settings.event_ttl)
         heartbeat.start()
         try:
             return super().work(*args, **kwargs)
