@@ -371,7 +371,7 @@ def report(results: dict, args):
                   f"{lim['tokens_per_s']:11.0f} {b['tokens_per_s'] / s['tokens_per_s']:9.2f}x "
                   f"{b['tokens_per_s'] / lim['tokens_per_s']:8.2f}x "
                   f"{b['ttft_p50'] * 1000:16.0f} / {b['ttft_worst'] * 1000:.0f}")
-        print(f"   TTFT p50 ms at 1/4/8 streams: one slot "
+        print("   TTFT p50 ms at 1/4/8 streams: one slot "
               + " / ".join(f"{table[('hearth one slot', n)]['ttft_p50'] * 1000:.0f}" for n in (1, 4, 8))
               + ", mlx_lm.server " + " / ".join(f"{table[('mlx_lm.server', n)]['ttft_p50'] * 1000:.0f}" for n in (1, 4, 8))
               + ", in-process " + " / ".join(f"{table[('in-process limit', n)]['ttft_p50'] * 1000:.0f}" for n in (1, 4, 8)))

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from rq.timeouts import JobTimeoutException
 
-from hearth.contract import QUEUE_BACKGROUND, QUEUE_INTERACTIVE, GenerationRequest
+from hearth.contract import QUEUE_INTERACTIVE, GenerationRequest
 from hearth.metrics import JobMeter, Tally
 from workers import suspension
 from workers.batch import Sampling

@@ -81,7 +81,7 @@ class HearthWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.runtime = runtime
         self.batch_scheduler = Scheduler(runtime, self.connection, outcomes=self,
-                                   queue_keys={queue.name: queue.key for queue in self.queues})
+                                         queue_keys={queue.name: queue.key for queue in self.queues})
         self._kept_alive = time.monotonic()
 
     def execute_job(self, job, queue):

@@ -2,7 +2,6 @@
 in a real headless browser (Debian's Chromium, driven by selenium)."""
 
 import os
-from pathlib import Path
 import shutil
 import subprocess
 import sys
