@@ -1,12 +1,11 @@
-"""What GET /v1/jobs shows of a job, read from rq and the job's event log (sync; run in a thread)."""
+"""What GET /v1/jobs shows of a job, read from rq and what the worker keeps as it goes (sync; run in a thread)."""
 
 from datetime import datetime, timezone
 
 from rq.job import Job, JobStatus
 
 from api import anthropic_sse
-from hearth.contract import ERROR, MESSAGE_END, Event, events_key, progress_key, suspended_key
-from hearth.message import MessageAssembler
+from hearth.contract import ERROR, Event, events_key, partial_key, progress_key, suspended_key
 
 STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.DEFERRED: "queued", JobStatus.SCHEDULED: "queued",
@@ -37,10 +36,6 @@ def requested_model(job: Job) -> str:
     return job.args[0].get("requested_model", "") if job.args else ""
 
 
-def read_events(redis, job_id: str) -> list[Event]:
-    return [Event.from_json(fields[b"e"]) for _, fields in redis.xrange(events_key(job_id))]
-
-
 def failure(job: Job, status: str) -> dict:
     """For a job that ended without an error event (it never started, or its worker died)."""
     result = job.latest_result()
@@ -65,25 +60,20 @@ def job_view(redis, job: Job, base_url: str = "") -> dict:
         view["suspensions"] = job.meta["suspensions"]
     if status in ("queued", SUSPENDED):
         view["position"] = job.get_position()
-    if status == "queued":
-        return view
-    events = read_events(redis, job.id)
-    assembler = MessageAssembler()
-    for event in events:
-        assembler.apply(event)
     if status in ("started", SUSPENDED):
+        # A few reads whatever the job's length: the worker keeps these as it goes.
         elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(started_at.replace("Z", "+00:00"))
                    ).total_seconds() if started_at else 0.0
-        view["progress"] = {"output_tokens": int(redis.get(progress_key(job.id)) or 0),
-                            "elapsed_seconds": round(elapsed, 3),
-                            "text": assembler.text("text"), "thinking": assembler.text("thinking")}
-    end = next((e for e in events if e.type == MESSAGE_END), None)
-    if status == "finished" and end is not None:
-        view["message"] = anthropic_sse.final_message(job.id, requested_model(job), assembler.blocks, end.data)
+        tokens, text, thinking = redis.mget(progress_key(job.id), partial_key(job.id, "text"),
+                                            partial_key(job.id, "thinking"))
+        view["progress"] = {"output_tokens": int(tokens or 0), "elapsed_seconds": round(elapsed, 3),
+                            "text": (text or b"").decode(errors="replace"),
+                            "thinking": (thinking or b"").decode(errors="replace")}
     elif status == "finished":
         result = job.return_value()
         view["message"] = anthropic_sse.final_message(job.id, result["model"], result["content"], result)
-    error = next((e for e in events if e.type == ERROR), None)
-    if status in ("failed", "cancelled"):
-        view["error"] = error.data["error"] if error else failure(job, status)
+    elif status in ("failed", "cancelled"):
+        last = redis.xrevrange(events_key(job.id), count=1)
+        event = Event.from_json(last[0][1][b"e"]) if last else None
+        view["error"] = event.data["error"] if event is not None and event.type == ERROR else failure(job, status)
     return view

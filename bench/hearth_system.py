@@ -64,7 +64,7 @@ class HearthSystem:
         wait_for(self.base_url + "/healthz", "Hearth", self.log)
 
     def status(self, job_id: str) -> str:
-        """From rq directly: GET /v1/jobs/{id} assembles the whole output so far, which would load the API."""
+        """From rq directly, so that polling adds no HTTP traffic to what is measured."""
         return Job.fetch(job_id, connection=self.rq).get_status().value
 
     def stop(self):

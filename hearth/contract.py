@@ -36,8 +36,13 @@ def cancel_key(job_id: str) -> str:
 
 
 def progress_key(job_id: str) -> str:
-    """Output tokens generated so far by a running job (written with each event)."""
+    """Output tokens generated so far by a running job (refreshed as it goes)."""
     return f"{KEY_PREFIX}:progress:{job_id}"
+
+
+def partial_key(job_id: str, kind: str) -> str:
+    """A running job's `text` or `thinking` so far, appended to as it grows (GET /v1/jobs/{id} reads it whole)."""
+    return f"{KEY_PREFIX}:progress:{job_id}:{kind}"
 
 
 def suspended_key(job_id: str) -> str:

@@ -4,7 +4,7 @@ import fakeredis
 import pytest
 from redis.exceptions import ConnectionError
 
-from hearth.contract import Event, cancel_key, events_key
+from hearth.contract import Event, cancel_key, events_key, partial_key
 from workers import publisher as publisher_module
 from workers.publisher import EventPublisher, flush
 
@@ -49,6 +49,21 @@ def test_events_survive_a_redis_blip_without_gaps_or_duplicates():
         publisher.publish("delta", {"i": i})
     events = [Event.from_json(f[b"e"]) for _, f in redis.xrange(events_key("job1"))]
     assert [(e.seq, e.data["i"]) for e in events] == [(1, 0), (2, 1), (3, 2)]
+
+
+def test_a_polls_partial_text_survives_a_redis_blip_once():
+    redis = fakeredis.FakeRedis()
+    publisher = EventPublisher(FlakyPipelines(redis, failures=2), "job1", ttl=60)
+    for index, (kind, piece) in enumerate([("thinking", "Plan ▸ "), ("text", "Hello "), ("text", "wörld")]):
+        publisher.publish("delta", {"index": index, "delta": {"type": f"{kind}_delta", kind: piece}})
+    assert redis.get(partial_key("job1", "thinking")).decode() == "Plan ▸ "
+    assert redis.get(partial_key("job1", "text")).decode() == "Hello wörld"
+    assert 0 < redis.ttl(partial_key("job1", "text")) <= 60
+
+    # Resumed after a suspension, a new publisher goes on where the text ended.
+    resumed = EventPublisher(redis, "job1", ttl=60, seq=publisher.seq)
+    resumed.publish("delta", {"index": 2, "delta": {"type": "text_delta", "text": "!"}})
+    assert redis.get(partial_key("job1", "text")).decode() == "Hello wörld!"
 
 
 def test_a_long_outage_fails_the_job():

@@ -16,7 +16,7 @@ import time
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hearth.contract import DELTA, Event, cancel_key, progress_key
+from hearth.contract import DELTA, Event, cancel_key, partial_key, progress_key
 from hearth.event_log import append_error, check_added, queue_events
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ PROGRESS_SECONDS = 0.25
 # Deltas are sent at least this often (seconds); anything else (a block starting or ending) at once.
 COALESCE_SECONDS = 0.01
 MERGEABLE = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+PARTIALS = {"text_delta": "text", "thinking_delta": "thinking"}  # what a poll shows of a running job
 
 
 class EventPublisher:
@@ -43,6 +44,10 @@ class EventPublisher:
         self.cancel_requested = False
         # Output tokens so far: stored every PROGRESS_SECONDS, for GET /v1/jobs/{id}.
         self.output_tokens = 0
+        # Bytes of text and thinking written so far: a retried write lands at the same offset.
+        self._partial_bytes = {kind: redis.strlen(partial_key(job_id, kind)) if seq else 0
+                               for kind in PARTIALS.values()}
+        self._grown: dict[str, int] = {}
         self._ttl_set_at = self._progress_at = float("-inf")
 
     def stage(self, event_type: str, data: dict) -> Event:
@@ -95,21 +100,42 @@ class EventPublisher:
             ending = self.pending[-1].is_terminal
             replies += queue_events(pipe, self.job_id, self.pending, self._ttl,
                                     expire=ending or now - self._ttl_set_at > TTL_REFRESH_SECONDS)
+            replies += self._queue_partials(pipe)
             if ending or now - self._progress_at > PROGRESS_SECONDS:
                 pipe.set(progress_key(self.job_id), self.output_tokens, ex=self._ttl)
                 replies += 1
                 self._progress_at = now
             if ending or now - self._ttl_set_at > TTL_REFRESH_SECONDS:
+                for kind in PARTIALS.values():
+                    pipe.expire(partial_key(self.job_id, kind), self._ttl)
+                replies += len(PARTIALS)
                 self._ttl_set_at = now
         if read_flag:
             pipe.exists(cancel_key(self.job_id))
             replies += 1
         return replies
 
+    def _queue_partials(self, pipe) -> int:
+        """The text and thinking so far, grown in place, so that a poll reads them without the log."""
+        grown = {}
+        for event in self.pending:
+            kind = PARTIALS.get(event.data.get("delta", {}).get("type")) if event.type == DELTA else None
+            if kind:
+                grown[kind] = grown.get(kind, b"") + event.data["delta"][kind].encode()
+        for kind, data in grown.items():
+            # SETRANGE at a known offset, not APPEND: a flush retried after a lost reply writes the same bytes.
+            pipe.setrange(partial_key(self.job_id, kind), self._partial_bytes[kind], data)
+            pipe.expire(partial_key(self.job_id, kind), self._ttl, nx=True)  # a key just made gets the job's TTL
+        self._grown = {kind: len(data) for kind, data in grown.items()}
+        return 2 * len(grown)
+
     def _read(self, replies: list, read_flag: bool):
         for added in replies[:len(self.pending)]:
             check_added(added)
         self.pending = []
+        for kind, size in self._grown.items():
+            self._partial_bytes[kind] += size
+        self._grown = {}
         if read_flag:
             self.cancel_requested = self.cancel_requested or bool(replies[-1])
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from hearth.settings import Settings
-from tests.conftest import poll_job, sse_frames
+from hearth.message import MessageAssembler
+from tests.conftest import poll_job, read_log, sse_frames
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,39 @@ def test_a_live_event_stream_resumes_while_the_job_runs(hearth, http):
     assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "started"
     http.delete(f"/v1/jobs/{job_id}")
     poll_job(http, job_id)
+
+
+def event_log_reads(redis) -> int:
+    stats = redis.info("commandstats")
+    return sum(stats.get(f"cmdstat_{command}", {}).get("calls", 0) for command in ("xrange", "xrevrange", "xread"))
+
+
+def test_polling_a_long_job_costs_the_same_reads_as_a_short_one(hearth, http):
+    job_id = babble(http)
+    try:
+        views = {}
+        for length, tokens in (("short", 100), ("long", 2_000)):
+            view = poll_job(http, job_id, until=("started",))
+            deadline = time.monotonic() + 120
+            while view["progress"]["output_tokens"] < tokens and time.monotonic() < deadline:
+                time.sleep(0.05)
+                view = http.get(f"/v1/jobs/{job_id}").json()
+            reads = event_log_reads(hearth.redis)
+            views[length] = [http.get(f"/v1/jobs/{job_id}").json() for _ in range(5)]
+            # A running job's progress comes from what the worker keeps as it goes, never from its log.
+            assert event_log_reads(hearth.redis) == reads
+        short, long = views["short"][-1]["progress"], views["long"][-1]["progress"]
+        assert 100 <= short["output_tokens"] < 2_000 <= long["output_tokens"]
+        assert len(long["text"]) > 10 * len(short["text"]) > 0
+        assert long["text"].startswith(short["text"])
+    finally:
+        http.post(f"/v1/jobs/{job_id}/cancel")
+    poll_job(http, job_id)
+    # What the polls showed is what the job's event log says it wrote.
+    assembler = MessageAssembler()
+    for event in read_log(hearth.redis, job_id):
+        assembler.apply(event)
+    assert assembler.text("text").startswith(long["text"])
 
 
 def test_batches_through_the_anthropic_sdk(hearth):
