@@ -1,6 +1,7 @@
 """`hearth up` on a machine with no Redis running: it starts one, serves, and Ctrl-C stops all."""
 
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -13,6 +14,19 @@ from redis import Redis
 from tests.integration.conftest import REPO, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
+
+
+def processes_started_with(home: Path) -> list[int]:
+    """Every live process whose environment names `home` as HEARTH_HOME: whatever `hearth up` started."""
+    marker = f"HEARTH_HOME={home}".encode()
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                pids.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
 
 
 @pytest.mark.parametrize("server", ["redis-server", "valkey-server"])
@@ -32,6 +46,9 @@ def test_hearth_up_starts_its_own_redis_serves_and_stops_cleanly_on_ctrl_c(tmp_p
                               stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: httpx.get(base_url + "/healthz").status_code == 200, 120, "hearth up")
+        # hearth up, the worker, gunicorn and its API worker (redis-server overwrites its environment
+        # with its process title: the ping below looks for it).
+        assert len(processes_started_with(tmp_path)) >= 4
         assert (tmp_path / "redis").is_dir(), "the Redis it started has no data directory of its own"
         assert f"started {server}" in (tmp_path / "up.log").read_text()
         client = anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0)
@@ -43,6 +60,7 @@ def test_hearth_up_starts_its_own_redis_serves_and_stops_cleanly_on_ctrl_c(tmp_p
         assert up.wait(30) == 0
     finally:
         stop_process(up, signal.SIGKILL, timeout=5)
+    assert processes_started_with(tmp_path) == [], "hearth up left a process behind"
     redis = Redis(port=redis_port, socket_connect_timeout=0.5)
     with pytest.raises(Exception):
         redis.ping()
