@@ -81,9 +81,9 @@ def kv_bytes_per_token(model) -> int:
 
 
 class ModelBatch:
-    def __init__(self, engine, max_sequences: int, prefill_chunk: int):
+    def __init__(self, engine, max_sequences: int, prefill_chunk: int, prompt_cache=None):
         self.engine = engine
-        self.prompt_cache = engine.prompt_cache
+        self.prompt_cache = engine.prompt_cache if prompt_cache is None else prompt_cache
         self._generator = BatchGenerator(
             engine.model,
             stop_tokens=[[t] for t in engine.tokenizer.eos_token_ids],
@@ -243,9 +243,9 @@ class SoloBatch:
     mlx-lm's generate_step decodes.
     """
 
-    def __init__(self, engine, prefill_chunk: int):
+    def __init__(self, engine, prefill_chunk: int, prompt_cache=None):
         self.engine = engine
-        self.prompt_cache = engine.prompt_cache
+        self.prompt_cache = engine.prompt_cache if prompt_cache is None else prompt_cache
         self._chunk = prefill_chunk
         self._eos = set(engine.tokenizer.eos_token_ids)
         self._bytes_per_token = kv_bytes_per_token(engine.model)

@@ -11,13 +11,13 @@ from pathlib import Path
 import time
 
 from jinja2 import TemplateError
-from mlx_lm import load, stream_generate
+from mlx_lm import load
 
 from cache import persistence
 from cache.block_index import common_prefix_length
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
-from workers.batch import ModelBatch, SoloBatch, can_batch
+from workers.batch import ModelBatch, Sampling, SoloBatch, can_batch
 from workers.tool_calls import tool_format_of
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,17 @@ class Engine:
             persistence.save(self.prompt_cache, self._cache_dir, self.name)
 
     def _warm_up(self):
-        # MLX builds its kernels on first use; pay for it here, not in the first request.
-        for _ in stream_generate(self.model, self.tokenizer, self.tokenizer.encode("hello"), max_tokens=2):
-            pass
+        """MLX builds its kernels on first use: pay for it here, not in the first request.
+
+        Through the path requests take (a batch, a prompt prefilled from the cache, a few
+        steps), beside a scratch prompt cache that is thrown away.
+        """
+        batch = self.batch(2, 512, prompt_cache=PromptCache(self.model, 1 << 24))
+        prompt = self.encode("Hello, warming up the kernels for the first request of the day.")
+        batch.add("warm-up", prompt, Sampling(temperature=0.0), 4)
+        batch.add("warm-up too", prompt[:8], Sampling(temperature=0.7), 4)
+        while len(batch):
+            batch.step()
 
     def render(self, request: GenerationRequest) -> RenderedPrompt:
         text = self._template(self._layout(request) + list(request.messages), request, add_generation_prompt=True)
@@ -151,8 +159,8 @@ class Engine:
         # Each access to `detokenizer` is a new copy, reset, sharing the vocabulary tables.
         return TextDecoder(lambda: self.tokenizer.detokenizer, state)
 
-    def batch(self, max_sequences: int, prefill_chunk: int):
+    def batch(self, max_sequences: int, prefill_chunk: int, prompt_cache: PromptCache | None = None):
         """A batch to decode this model's sequences together (see workers/batch.py)."""
         if self.batchable:
-            return ModelBatch(self, max_sequences, prefill_chunk)
-        return SoloBatch(self, prefill_chunk)
+            return ModelBatch(self, max_sequences, prefill_chunk, prompt_cache)
+        return SoloBatch(self, prefill_chunk, prompt_cache)
