@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 from redis import Redis
+from redis.exceptions import RedisError
 from redis.asyncio import Redis as AsyncRedis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,9 +22,11 @@ from api.falcon_app import create_falcon_app
 from api.job_stream import job_event_stream
 from api.job_queue import JobQueue
 from api.live_hub import LiveHub
+from api.live_workers import LiveWorkers
 from api.messages import create_message
 from api.metrics import metrics
 from api.models import ModelRouter
+from api.placement import Placement
 from api.shutdown import watch_shutdown_signals
 from api.status import cache_stats, healthz, list_models
 from api.status_page import ROUTES as STATUS_PAGE
@@ -44,13 +47,18 @@ def create_app(settings: Settings | None = None, clients=connect) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
         sync_redis, app.state.redis = clients(settings)
-        app.state.jobs = JobQueue(sync_redis, settings)
+        live_workers = app.state.live_workers
+        with contextlib.suppress(RedisError):  # Redis may come up after the API: the task keeps trying
+            await live_workers.refresh(app.state.redis)
+        live_workers.start(app.state.redis)
+        app.state.jobs = JobQueue(sync_redis, settings, Placement(sync_redis, live_workers, settings.affinity_backlog))
         app.state.hub = LiveHub(app.state.redis)
         watch_shutdown_signals()
         log.info("API ready: models %s, Redis %s", ", ".join(app.state.router.served), settings.redis_url)
         try:
             yield
         finally:
+            await live_workers.stop()
             await app.state.hub.close()
             await app.state.redis.aclose()
             sync_redis.close()
@@ -70,7 +78,8 @@ def create_app(settings: Settings | None = None, clients=connect) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS,
                     middleware=[Middleware(ApiKeyMiddleware, keys=settings.api_keys)])
     app.state.settings = settings
-    app.state.router = ModelRouter(settings)
+    app.state.live_workers = LiveWorkers()
+    app.state.router = ModelRouter(settings, app.state.live_workers)
     # Falcon resources (jobs, batches) keep their full paths when mounted.
     falcon_app = create_falcon_app(app.state)
     # A Mount matches only below its path; the collections themselves need their own routes.

@@ -22,13 +22,13 @@ from api.job_views import status_of
 from hearth.contract import (
     MESSAGE_JOB,
     QUEUE_INTERACTIVE,
-    QUEUES,
     WORKER_HEARTBEAT_PATTERN,
     cancel_key,
+    model_queue,
     suspended_key,
 )
 from hearth.event_log import append_error
-from hearth.reaper import fail_if_abandoned, worker_is_gone
+from hearth.reaper import fail_if_abandoned, hearth_queues, worker_is_gone
 from hearth.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ class JobState:
 
 
 class JobQueue:
-    def __init__(self, connection: Redis, settings: Settings):
+    def __init__(self, connection: Redis, settings: Settings, placement=None):
         self.connection = connection
         self.settings = settings
-        self.queues = {name: Queue(name, connection=connection) for name in QUEUES}
+        self.placement = placement  # api/placement.py; without one, every job goes to its model's queue
 
     @staticmethod
     def new_job_id() -> str:
@@ -59,11 +59,14 @@ class JobQueue:
                 owner: str | None = None) -> str:
         """Enqueue under an id chosen beforehand, so its feed can be opened first.
 
-        `owner` (a hash of the caller's API key) keeps the job visible to its submitter only.
+        `request["model"]` is the model's key (api/models.py); `owner` (a hash of the caller's API
+        key) keeps the job visible to its submitter only.
         """
         ttl = result_ttl or self.settings.result_ttl
         meta = dict(meta or {}, owner=owner)
-        self.queues[priority].enqueue(
+        name = (self.placement.queue_for(request, priority) if self.placement
+                else model_queue(priority, request["model"]))
+        Queue(name, connection=self.connection).enqueue(
             function,
             request,
             job_id=job_id,
@@ -77,9 +80,9 @@ class JobQueue:
 
     def recent(self, status: str | None = None, limit: int = 20, after_id: str | None = None,
                owner: str | None = None) -> tuple[list, bool]:
-        """Message jobs of both queues, newest first; `after_id` pages on. Returns (jobs, has_more)."""
+        """Message jobs of every queue, newest first; `after_id` pages on. Returns (jobs, has_more)."""
         ids = set()
-        for queue in self.queues.values():
+        for queue in hearth_queues(self.connection):
             ids.update(queue.get_job_ids())
             for registry in (queue.started_job_registry, queue.finished_job_registry,
                              queue.failed_job_registry, queue.canceled_job_registry):

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from rq.job import Job, JobStatus
 
 from api import anthropic_sse
-from hearth.contract import ERROR, Event, events_key, partial_key, progress_key, suspended_key
+from hearth.contract import ERROR, Event, events_key, partial_key, priority_of, progress_key, suspended_key
 
 STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.DEFERRED: "queued", JobStatus.SCHEDULED: "queued",
@@ -49,7 +49,7 @@ def job_view(redis, job: Job, base_url: str = "") -> dict:
     # A resumed job's rq start time is its latest; the first is kept in its meta by the worker.
     started_at = job.meta.get("first_started_at") or iso(job.started_at)
     view = {
-        "id": job.id, "type": "job", "status": status, "priority": job.origin,
+        "id": job.id, "type": "job", "status": status, "priority": priority_of(job.origin),
         "model": requested_model(job), "metadata": job.meta.get("metadata", {}),
         "created_at": iso(job.created_at), "started_at": started_at, "ended_at": iso(job.ended_at),
         "status_url": f"{base_url}/v1/jobs/{job.id}", "events_url": f"{base_url}/v1/jobs/{job.id}/events",

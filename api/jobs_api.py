@@ -15,7 +15,7 @@ from api.anthropic_request import decode_json_body, parse_messages_request, requ
 from api.auth import principal_of
 from api.errors import RequestTooLarge
 from api.job_views import STATUSES, job_view
-from hearth.contract import QUEUE_BACKGROUND, QUEUES
+from hearth.contract import PRIORITIES, QUEUE_BACKGROUND
 
 MAX_PAGE = 100
 
@@ -42,7 +42,7 @@ class JobsResource:
         require(isinstance(body, dict) and isinstance(body.get("request"), dict),
                  "request: expected a Messages API request object")
         priority = body.get("priority", QUEUE_BACKGROUND)
-        require(priority in QUEUES, f"priority: expected one of {', '.join(QUEUES)}")
+        require(priority in PRIORITIES, f"priority: expected one of {', '.join(PRIORITIES)}")
         metadata = body.get("metadata", {})
         require(isinstance(metadata, dict), "metadata: expected an object")
         result_ttl = body.get("result_ttl")

@@ -73,8 +73,8 @@ class BlockIndex:
     def _children(self, block_id: int) -> dict:
         return self._root_children if block_id == ROOT else self._blocks[block_id].children
 
-    def match(self, tokens, limit: int | None = None) -> Match:
-        """The longest cached prefix of `tokens`, at most `limit` tokens long."""
+    def match(self, tokens, limit: int | None = None, touch: bool = True) -> Match:
+        """The longest cached prefix of `tokens`, at most `limit` tokens long (`touch`: counts as a use)."""
         limit = len(tokens) if limit is None else min(limit, len(tokens))
         blocks, length, parent, tail = [], 0, ROOT, 0
         size = self.block_size
@@ -95,8 +95,13 @@ class BlockIndex:
             blocks.append(best)
             length += best_common
             tail = best_common
-        self._touch(blocks)
+        if touch:
+            self._touch(blocks)
         return Match(blocks=blocks, length=length, tail=tail)
+
+    def holds(self, block: Block) -> bool:
+        """Is `block` still cached? (Ancestors outlive descendants, so its whole chain is.)"""
+        return self._blocks.get(block.id) is block
 
     def record_lookup(self, prompt_tokens: int, reused: int):
         self.counters.lookups += 1

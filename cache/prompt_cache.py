@@ -126,6 +126,10 @@ class PromptCache:
         """How much of `tokens` a lookup would find (without leasing it)."""
         return self.index.match(tokens).length if self.blockwise else 0
 
+    def cached_blocks(self, tokens: list) -> list:
+        """The blocks holding the cached prefix of `tokens`, without counting as a use (none for snapshot caches)."""
+        return self.index.match(tokens, touch=False).blocks if self.blockwise else []
+
     def release(self, lease: Lease):
         if lease.blocks:
             self.index.unpin(lease.blocks)

@@ -8,10 +8,41 @@ alone knows how an Anthropic or OpenAI SSE frame looks.
 from dataclasses import asdict, dataclass, field
 import json
 
+# A job's priority. Listening order: a Claude Code turn never waits behind a background job.
 QUEUE_INTERACTIVE = "interactive"
 QUEUE_BACKGROUND = "background"
-# Listening order: a Claude Code turn never waits behind a background job's queue.
-QUEUES = (QUEUE_INTERACTIVE, QUEUE_BACKGROUND)
+PRIORITIES = (QUEUE_INTERACTIVE, QUEUE_BACKGROUND)
+
+
+# rq queues: one per priority and model (any worker serving the model takes from it) and one per
+# priority and worker (jobs routed to the worker whose prompt cache holds their prefix).
+def model_queue(priority: str, model_key: str) -> str:
+    return f"{priority}:{model_key}"
+
+
+def worker_queue(priority: str, worker_name: str) -> str:
+    return f"{priority}@{worker_name}"
+
+
+def priority_of(queue_name: str) -> str:
+    return queue_name.split(":", 1)[0].split("@", 1)[0]
+
+
+def worker_of(queue_name: str) -> str | None:
+    """The worker a worker queue belongs to; None for a model queue."""
+    head = queue_name.split(":", 1)[0]
+    return head.split("@", 1)[1] if "@" in head else None
+
+
+def is_hearth_queue(queue_name: str) -> bool:
+    """Hearth's queues (the bare priorities too: the queues of Hearth before per-model routing)."""
+    return priority_of(queue_name) in PRIORITIES
+
+
+def listening_order(worker_name: str, model_keys) -> list[str]:
+    """A worker's queues, first to last: its own, then its models', interactive before background."""
+    return [name for priority in PRIORITIES
+            for name in (worker_queue(priority, worker_name), *(model_queue(priority, key) for key in model_keys))]
 
 KEY_PREFIX = "hearth"
 
@@ -64,8 +95,14 @@ def dedupe_key(fingerprint: str) -> str:
 
 
 def worker_heartbeat_key(worker_name: str) -> str:
-    """Exists while a worker process is alive (short TTL, refreshed by a thread)."""
+    """Exists while a worker process is alive (short TTL, refreshed by a thread): JSON of what it
+    serves (`models`: key -> id), its `slots`, its running `jobs` and its `host`."""
     return f"{KEY_PREFIX}:worker:{worker_name}"
+
+
+def affinity_key(worker_name: str) -> str:
+    """Hash of the prompt prefixes a worker's cache holds: fingerprint -> cached prompt tokens (TTL)."""
+    return f"{KEY_PREFIX}:affinity:{worker_name}"
 
 
 WORKER_HEARTBEAT_PATTERN = f"{KEY_PREFIX}:worker:*"
@@ -120,6 +157,8 @@ class GenerationRequest:
     top_p: float = 1.0
     top_k: int = 0
     stop_sequences: list = field(default_factory=list)
+    # hearth/affinity.py: the prompt's prefixes (tools, system, each message), hashed; for routing.
+    fingerprints: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

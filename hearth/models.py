@@ -9,7 +9,7 @@ directory or a Hugging Face repo id):
 """
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from hearth.settings import Settings
 
@@ -34,3 +34,23 @@ def load_aliases(settings: Settings) -> dict:
 def served_models(settings: Settings) -> list:
     """Every model a worker must load, main model first."""
     return list(dict.fromkeys([settings.model, settings.fast_model_or_main, *load_aliases(settings).values()]))
+
+
+def model_key(model_id: str) -> str:
+    """The name a model goes by between machines: a hub id as it is, a local directory by its name.
+
+    Each Mac may keep the same model at its own path, so a path is not an identity;
+    `mlx-community/Qwen3-8B-4bit` or `hearth-tiny` is.
+    """
+    if model_id.startswith(("/", ".", "~")) or Path(model_id).expanduser().is_dir():
+        return PurePath(model_id.rstrip("/")).name
+    return model_id
+
+
+def same_model(a: str, b: str) -> bool:
+    """Two names for one model: the same key, or a directory's name and a path ending in it
+    (`models/hearth-tiny` on a machine that lacks it looks like a hub id)."""
+    a, b = model_key(a), model_key(b)
+    if a == b:
+        return True
+    return ("/" not in a or "/" not in b) and PurePath(a).name == PurePath(b).name

@@ -8,23 +8,43 @@ event, so streams and pollers learn it too.
 
 A job that a worker dequeued but died before starting is still `queued` in
 rq, yet in no queue list: a starting worker puts it back at the front.
+
+A job queued for one worker (routed to the cache that holds its prompt, or
+suspended there) goes to its model's queue, where any worker serving the
+model takes it, as soon as that worker is dead or once it has waited longer
+than HEARTH_AFFINITY_WAIT.
 """
 
 import logging
 import time
+from datetime import datetime, timezone
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 
-from hearth.contract import QUEUES, cancel_key, worker_heartbeat_key
+from hearth.contract import (
+    PRIORITIES,
+    cancel_key,
+    is_hearth_queue,
+    model_queue,
+    priority_of,
+    worker_heartbeat_key,
+    worker_of,
+)
 from hearth.event_log import append_error
+from hearth.models import model_key
 
 log = logging.getLogger(__name__)
 
 JOB_KEY_PREFIX = Job.redis_job_namespace_prefix
+
+
+def hearth_queues(connection: Redis) -> list[Queue]:
+    """Every queue a Hearth job was ever put in (rq's own list of queues)."""
+    return [queue for queue in Queue.all(connection=connection) if is_hearth_queue(queue.name)]
 
 
 def worker_is_gone(connection: Redis, job_id: str) -> bool:
@@ -57,8 +77,8 @@ def fail_if_abandoned(connection: Redis, job: Job, event_ttl: int) -> str | None
 def fail_abandoned(connection: Redis, event_ttl: int) -> list[str]:
     """Every started job of a dead worker, failed; returns their ids."""
     failed = []
-    for name in QUEUES:
-        for job_id in Queue(name, connection=connection).started_job_registry.get_job_ids(cleanup=False):
+    for queue in hearth_queues(connection):
+        for job_id in queue.started_job_registry.get_job_ids(cleanup=False):
             if not worker_is_gone(connection, job_id):
                 continue  # the common case, checked every heartbeat: no payload fetched
             try:
@@ -73,15 +93,15 @@ def fail_abandoned(connection: Redis, event_ttl: int) -> list[str]:
 def _orphans(connection: Redis) -> set[str]:
     """Ids of jobs rq calls queued that are in no queue list."""
     listed = set()
-    for name in QUEUES:
-        listed.update(Queue(name, connection=connection).get_job_ids())
+    for queue in hearth_queues(connection):
+        listed.update(queue.get_job_ids())
     orphans = set()
     for key in connection.scan_iter(match=f"{JOB_KEY_PREFIX}*", count=500, _type="HASH"):
         job_id = key.decode()[len(JOB_KEY_PREFIX):]
         if ":" in job_id or job_id in listed:
             continue
         status, origin = connection.hmget(key, "status", "origin")
-        if status == JobStatus.QUEUED.value.encode() and origin and origin.decode() in QUEUES:
+        if status == JobStatus.QUEUED.value.encode() and origin and is_hearth_queue(origin.decode()):
             orphans.add(job_id)
     return orphans
 
@@ -103,3 +123,73 @@ def requeue_orphans(connection: Redis, grace: float = 1.0) -> list[str]:
         log.warning("job %s was dequeued by a worker that died before starting it: queued again", job_id)
         requeued.append(job_id)
     return requeued
+
+
+def fallback_queue(job: Job, queue_name: str) -> str:
+    """The queue of the job's model at the job's priority: any worker serving the model takes from it."""
+    return model_queue(priority_of(queue_name), model_key(job.args[0]["model"]))
+
+
+def move_stranded(connection: Redis, wait: float) -> list[str]:
+    """Jobs waiting for one worker that cannot take them, moved to the front of their model's queue:
+    all of a dead worker's, those a live one kept waiting over `wait` seconds, and any left in the
+    bare priority queues of Hearth before per-model routing. Returns their ids.
+
+    Every worker runs this with its heartbeat: only the one whose LREM takes a job moves it.
+    """
+    moved = []
+    now = datetime.now(timezone.utc)
+    for queue in hearth_queues(connection):
+        owner = worker_of(queue.name)
+        if owner is None and queue.name not in PRIORITIES:
+            continue  # a model's queue: where jobs go, not where they strand
+        alive = owner is not None and bool(connection.exists(worker_heartbeat_key(owner)))
+        job_ids = queue.get_job_ids()
+        if not job_ids:
+            if not alive:
+                _forget_empty_queue(queue)
+            continue
+        if alive:
+            with connection.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(Job.key_for(job_id), "enqueued_at")
+                enqueued = pipe.execute()
+            job_ids = [job_id for job_id, at in zip(job_ids, enqueued)
+                       if at is None or (now - _parse_time(at)).total_seconds() > wait]
+        for job in reversed(Job.fetch_many(job_ids, connection=connection)):  # each to the front: in order
+            if job is None or not queue.remove(job.id):
+                continue  # expired, or taken meanwhile (by its worker, or another mover)
+            target = Queue(fallback_queue(job, queue.name), connection=connection)
+            target.enqueue_job(job, at_front=True)
+            log.info("job %s: moved from %s to %s (%s)", job.id, queue.name, target.name,
+                     "its worker waited too long" if alive else "its worker is gone")
+            moved.append(job.id)
+    return moved
+
+
+def _parse_time(raw: bytes) -> datetime:
+    return datetime.fromisoformat(raw.decode().replace("Z", "+00:00")).replace(tzinfo=timezone.utc)
+
+
+def _forget_empty_queue(queue: Queue):
+    """A dead worker's queue leaves `rq info` once nothing in its registries needs it."""
+    registries = (queue.started_job_registry, queue.finished_job_registry, queue.failed_job_registry,
+                  queue.canceled_job_registry, queue.deferred_job_registry, queue.scheduled_job_registry)
+    if all(registry.count == 0 for registry in registries):
+        queue.delete(delete_jobs=False)
+
+
+def forget_dead_worker(connection: Redis, name: str, wait: float = 10.0):
+    """Clear rq's record of a previous worker of this name that died without saying so, so this one
+    may take the name (rq refuses a name whose worker it still believes alive). One whose
+    heartbeat still beats is given `wait` seconds to be found dead."""
+    key = Worker.redis_worker_namespace_prefix + name
+    if not connection.exists(key) or connection.hexists(key, "death"):
+        return
+    deadline = time.monotonic() + wait
+    while connection.exists(worker_heartbeat_key(name)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"a live worker is already named {name!r} (set HEARTH_WORKER_NAME to another name)")
+        time.sleep(0.5)
+    Worker.find_by_key(key, connection=connection).register_death()
+    log.info("worker %s: its previous run ended without a goodbye; rq's record of it is cleared", name)

@@ -78,6 +78,13 @@ class Settings:
     prefill_chunk: int = 512
     # Where the worker saves its hottest cache entries on shutdown ("" disables).
     cache_dir: str = ""
+    # This worker's name in rq and in routing; "" means the host's name (with the pid if taken).
+    worker_name: str = ""
+    # A job routed to the worker whose cache holds its prompt waits this long (seconds) for it,
+    # then any worker serving its model may take it.
+    affinity_wait: float = 10.0
+    # Jobs already waiting for a worker with no free slot beyond which the next goes to any worker.
+    affinity_backlog: int = 2
     # For the reliability suite only: lets a Redis key make the worker's next generation fail.
     fault_injection: bool = False
 
@@ -112,6 +119,9 @@ class Settings:
             "prefill_chunk": _env("HEARTH_PREFILL_CHUNK", cls.prefill_chunk, int),
             "tools_first": _env("HEARTH_TOOLS_FIRST", cls.tools_first, lambda v: v.lower() not in ("0", "false", "no")),
             "cache_dir": os.environ.get("HEARTH_CACHE_DIR", str(hearth_home() / "prompt-cache")),
+            "worker_name": _env("HEARTH_WORKER_NAME", cls.worker_name),
+            "affinity_wait": _env("HEARTH_AFFINITY_WAIT", cls.affinity_wait, float),
+            "affinity_backlog": _env("HEARTH_AFFINITY_BACKLOG", cls.affinity_backlog, int),
             "fault_injection": _env("HEARTH_FAULT_INJECTION", cls.fault_injection, lambda v: v == "1"),
         }
         env.update(overrides)

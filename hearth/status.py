@@ -17,11 +17,14 @@ from rq.job import Job, JobStatus
 from hearth.contract import (
     KEY_PREFIX,
     MESSAGE_JOB,
-    QUEUES,
+    PRIORITIES,
     THROUGHPUT_KEY,
     WORKER_HEARTBEAT_PATTERN,
+    affinity_key,
     cache_stats_key,
+    priority_of,
 )
+from hearth.reaper import hearth_queues
 
 CHART_SECONDS = 10 * 60
 OUTCOMES = {JobStatus.FINISHED: "finished", JobStatus.FAILED: "failed", JobStatus.STOPPED: "cancelled",
@@ -31,10 +34,15 @@ OUTCOMES = {JobStatus.FINISHED: "finished", JobStatus.FAILED: "failed", JobStatu
 def snapshot(redis, recent: int = 12, prompts: bool = False) -> dict:
     now = time.time()
     workers = _workers(redis)
+    queues = hearth_queues(redis)
+    by_queue = {queue.name: _queue(queue, now) for queue in queues}
     return {
         "time": now,
-        "queues": {name: _queue(redis, name, now) for name in QUEUES},
-        "running": sum(len(Queue(name, connection=redis).started_job_registry) for name in QUEUES),
+        # Per priority, all models and workers together; `by_queue` has each rq queue's own.
+        "queues": {priority: _merged([q for name, q in by_queue.items() if priority_of(name) == priority])
+                   for priority in PRIORITIES},
+        "by_queue": by_queue,
+        "running": sum(len(queue.started_job_registry) for queue in queues),
         "suspended": sum(1 for _ in redis.scan_iter(match=f"{KEY_PREFIX}:suspended:*", count=500)),
         "workers": workers,
         "cache": {name: _cache(redis, name) for name in (w["name"] for w in workers)},
@@ -44,21 +52,29 @@ def snapshot(redis, recent: int = 12, prompts: bool = False) -> dict:
     }
 
 
-def _queue(redis, name: str, now: float) -> dict:
-    queue = Queue(name, connection=redis)
-    first = [job for job in Job.fetch_many(queue.get_job_ids(0, 1), connection=redis) if job is not None]
+def _queue(queue: Queue, now: float) -> dict:
+    first = [job for job in Job.fetch_many(queue.get_job_ids(0, 1), connection=queue.connection) if job is not None]
     oldest = first[0].enqueued_at if first else None
     age = now - oldest.replace(tzinfo=timezone.utc).timestamp() if oldest else 0.0
     return {"depth": len(queue), "oldest_age_seconds": round(max(age, 0.0), 3)}
 
 
+def _merged(queues: list) -> dict:
+    return {"depth": sum(q["depth"] for q in queues),
+            "oldest_age_seconds": max((q["oldest_age_seconds"] for q in queues), default=0.0)}
+
+
 def _workers(redis) -> list:
+    """Each live worker as its heartbeat describes it, and how many prompt prefixes it holds for routing."""
     prefix = WORKER_HEARTBEAT_PATTERN[:-1]
     out = []
     for key in sorted(redis.scan_iter(match=WORKER_HEARTBEAT_PATTERN, count=100)):
         raw = redis.get(key)
         beat = json.loads(raw) if raw else {}
-        out.append({"name": key.decode()[len(prefix):], "pid": beat.get("pid"), "jobs": beat.get("jobs", [])})
+        name = key.decode()[len(prefix):]
+        out.append({"name": name, "pid": beat.get("pid"), "host": beat.get("host", ""),
+                    "models": sorted(beat.get("models") or {}), "slots": beat.get("slots"),
+                    "jobs": beat.get("jobs", []), "held_prefixes": redis.hlen(affinity_key(name))})
     return out
 
 
@@ -74,8 +90,7 @@ def _cache(redis, worker: str) -> dict:
 def _recent(redis, count: int, prompts: bool) -> list:
     """The last jobs to end, newest first: outcome, queue, model, tokens; and their prompt only if asked."""
     ended = []
-    for name in QUEUES:
-        queue = Queue(name, connection=redis)
+    for queue in hearth_queues(redis):
         for registry in (queue.finished_job_registry, queue.failed_job_registry, queue.canceled_job_registry):
             ended += registry.get_job_ids(-count, -1)
     jobs = [j for j in Job.fetch_many(ended, connection=redis) if j is not None and j.func_name == MESSAGE_JOB]
@@ -84,7 +99,7 @@ def _recent(redis, count: int, prompts: bool) -> list:
     for job in jobs[:count]:
         request = job.args[0] if job.args else {}
         result = job.return_value() if job.get_status(refresh=False) == JobStatus.FINISHED else None
-        entry = {"id": job.id, "queue": job.origin, "model": request.get("requested_model", ""),
+        entry = {"id": job.id, "queue": priority_of(job.origin), "model": request.get("requested_model", ""),
                  "outcome": OUTCOMES.get(job.get_status(refresh=False), "ended"),
                  "ended_at": job.ended_at.replace(tzinfo=timezone.utc).timestamp() if job.ended_at else None,
                  "output_tokens": (result or {}).get("usage", {}).get("output_tokens")}
@@ -121,7 +136,8 @@ def summary(status: dict) -> str:
     if not status["workers"]:
         lines.append("workers: none alive (start one with `hearth worker`)")
     for worker in status["workers"]:
-        lines.append(f"worker {worker['name']} (pid {worker['pid']}): {len(worker['jobs'])} jobs")
+        lines.append(f"worker {worker['name']} (pid {worker['pid']}, {', '.join(worker['models'])}): "
+                     f"{len(worker['jobs'])} of {worker['slots']} slots, {worker['held_prefixes']} prompt prefixes held")
         for job in worker["jobs"]:
             lines.append(f"  {job['id'][:12]} {job['queue']:11s} {_doing(job)}")
         for model, stats in status["cache"].get(worker["name"], {}).items():

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.job_queue import JobQueue
-from hearth.contract import QUEUES, Event, events_key
+from hearth.contract import Event, events_key
 from hearth.settings import Settings
 from workers import runtime
 from workers.batch import Output
@@ -91,6 +91,7 @@ class ScriptedBatch:
 
     def __init__(self, engine):
         self.engine = engine
+        self.prompt_cache = engine.prompt_cache
         self.sequences = {}
 
     def __len__(self):
@@ -170,6 +171,9 @@ class FakePromptCache:
     def stats(self):
         return {"pinned_for_suspended_jobs": sum(tokens is not None for tokens in self.held)}
 
+    def cached_blocks(self, tokens):
+        return []  # no blocks: nothing to route by
+
 
 class BurstWorker(HearthWorker):
     """A HearthWorker that can run off the main thread (no signal handlers, no SIGALRM)."""
@@ -208,7 +212,7 @@ def make_worker(redis, settings):
     def make(engine):
         rt = runtime.Runtime(settings=settings, engines={MODEL: engine})
         runtime.install(rt)
-        worker = BurstWorker(list(QUEUES), connection=redis, runtime=rt)
+        worker = BurstWorker(redis, rt, f"worker-{len(made) + 1}")
         made.append(worker)
         return worker
 

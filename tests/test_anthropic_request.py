@@ -1,7 +1,8 @@
 import pytest
 
 from api.anthropic_request import IMAGE_PLACEHOLDER, decode_json_body, parse_messages_request
-from api.errors import InvalidRequest
+from api.errors import InvalidRequest, NotFound
+from api.live_workers import LiveWorker, LiveWorkers
 from api.models import ModelRouter
 from hearth.settings import Settings
 from tests.claude_code_request import claude_code_request
@@ -54,12 +55,34 @@ def test_claude_code_2_1_332s_request_is_accepted():
     ("claude-haiku-4-5-20251001", "fast-model"),
     ("claude-3-5-haiku-latest", "fast-model"),
     ("claude-opus-4-1", "main-model"),
-    ("gpt-4o", "main-model"),
     ("fast-model", "fast-model"),
+    ("/models/fast-model", "fast-model"),  # a path names a model by its directory's name
 ])
 def test_model_routing(model, served):
     request, _ = parse(claude_code_request(model=model))
     assert request.model == served and request.requested_model == model
+
+
+def test_a_model_nobody_serves_is_a_404_at_once():
+    with pytest.raises(NotFound, match="gpt-4o"):
+        parse(claude_code_request(model="gpt-4o"))
+
+
+def test_models_resolve_to_what_live_workers_announce():
+    live = LiveWorkers()
+    live.workers = {
+        "mac-a": LiveWorker("mac-a", {"Qwen3-8B-4bit": "/Users/a/models/Qwen3-8B-4bit"}, slots=8),
+        "mac-b": LiveWorker("mac-b", {"mlx-community/Qwen3-Coder-30B-A3B-4bit": "mlx-community/Qwen3-Coder-30B-A3B-4bit"},
+                            slots=4),
+    }
+    router = ModelRouter(Settings(model="/here/models/Qwen3-8B-4bit"), live)
+    # Served by a live worker, by key or id; the API's own path for its main model finds the same key.
+    assert router.resolve("mlx-community/Qwen3-Coder-30B-A3B-4bit") == "mlx-community/Qwen3-Coder-30B-A3B-4bit"
+    assert router.resolve("Qwen3-8B-4bit") == "Qwen3-8B-4bit"
+    assert router.resolve("claude-opus-4-6") == "Qwen3-8B-4bit"
+    assert set(router.served) == {"Qwen3-8B-4bit", "mlx-community/Qwen3-Coder-30B-A3B-4bit"}
+    with pytest.raises(NotFound):
+        router.resolve("other-org/Qwen3-Coder-30B-A3B-4bit")  # two hub ids must match exactly
 
 
 @pytest.mark.parametrize("thinking, expected", [
@@ -135,7 +158,10 @@ def test_aliases_from_a_file_win_over_the_default_routing(tmp_path):
     assert router.resolve("claude-opus-4-6") == "big-model"
     assert router.resolve("claude-haiku-4-5") == "fast-model"
     assert router.resolve("claude-sonnet-4-6") == "main-model"
-    assert router.served == ["main-model", "fast-model", "coder-model", "big-model"]
+    # No worker is up yet: the configured models are what is served.
+    assert list(router.served) == ["main-model", "fast-model", "coder-model", "big-model"]
+    with pytest.raises(NotFound):
+        router.resolve("gpt-4o")
 
 
 def test_a_broken_alias_file_is_a_clear_error(tmp_path):

@@ -13,8 +13,10 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.job_queue import JobQueue
 from api.live_hub import LiveHub
-from hearth.contract import cancel_key, worker_heartbeat_key
-from tests.conftest import ScriptedEngine, sse_events
+from hearth.contract import cancel_key, model_queue, worker_heartbeat_key
+from tests.conftest import MODEL, ScriptedEngine, sse_events
+
+INTERACTIVE_KEY = f"rq:queue:{model_queue('interactive', MODEL)}"
 
 ANSWER = ["<think>", "\nHmm", ".\n</think>", "\n\nHello", " from", " Hearth", "."]
 
@@ -88,7 +90,7 @@ def test_stream_reports_a_dead_worker_instead_of_hanging(client, redis, jobs):
     with client.stream("POST", "/v1/messages", json=body(stream=True)) as response:
         lines = response.iter_lines()
         assert "message_start" in next(lines)
-        job_id = Job.fetch(redis.lrange("rq:queue:interactive", 0, -1)[0].decode(), connection=redis).id
+        job_id = Job.fetch(redis.lrange(INTERACTIVE_KEY, 0, -1)[0].decode(), connection=redis).id
         job = Job.fetch(job_id, connection=redis)
         job.set_status(JobStatus.STARTED)
         job.worker_name = "ghost"
@@ -181,7 +183,7 @@ async def test_client_disconnect_cancels_its_job(app, fake_server, settings):
              "client": ("127.0.0.1", 1), "server": ("testserver", 80), "state": {}}
     with anyio.fail_after(10):
         await app(scope, receive, send)
-    job_id = sync.lrange("rq:queue:interactive", 0, -1)
+    job_id = sync.lrange(INTERACTIVE_KEY, 0, -1)
     assert job_id == [], "a job cancelled while queued must leave the queue"
     cancelled = [k for k in sync.scan_iter("hearth:cancel:*")]
     assert len(cancelled) == 1
@@ -195,7 +197,7 @@ def test_openai_sdk_streams_reasoning_and_text(client, running_worker):
 
     running_worker(ScriptedEngine(ANSWER))
     sdk = openai.OpenAI(base_url=str(client.base_url) + "/v1", api_key="unused", http_client=client, max_retries=0)
-    chunks = list(sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}],
+    chunks = list(sdk.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "hi"}],
                                               stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
@@ -211,7 +213,7 @@ def test_openai_sdk_tool_calls_stream_and_accumulate(client, running_worker):
     running_worker(ScriptedEngine(call))
     sdk = openai.OpenAI(base_url=str(client.base_url) + "/v1", api_key="unused", http_client=client, max_retries=0)
     tools = [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}]
-    with sdk.chat.completions.stream(model="qwen", messages=[{"role": "user", "content": "list"}], tools=tools) as stream:
+    with sdk.chat.completions.stream(model="test-model", messages=[{"role": "user", "content": "list"}], tools=tools) as stream:
         for _ in stream:
             pass
         completion = stream.get_final_completion()
@@ -220,7 +222,7 @@ def test_openai_sdk_tool_calls_stream_and_accumulate(client, running_worker):
     assert choice.message.tool_calls[0].function.name == "Bash"
     assert json.loads(choice.message.tool_calls[0].function.arguments) == {"command": "ls"}
 
-    message = sdk.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "list"}], tools=tools)
+    message = sdk.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "list"}], tools=tools)
     assert message.choices[0].message.tool_calls[0].id.startswith("toolu_")
     assert message.usage.prompt_tokens > 0 and message.usage.prompt_tokens_details.cached_tokens == 0
 
@@ -356,4 +358,6 @@ def test_cache_counters_are_shown_for_live_workers_only(client, redis):
     redis.set("hearth:cache-stats:alive", json.dumps({"m": {"reused_tokens": 5}}))
     redis.set("hearth:cache-stats:gone", json.dumps({"m": {"reused_tokens": 9}}))
     redis.set(worker_heartbeat_key("alive"), "{}", ex=5)
-    assert client.get("/v1/cache").json() == {"workers": {"alive": {"m": {"reused_tokens": 5}}}}
+    redis.hset("hearth:affinity:alive", mapping={"a1b2": 300, "c3d4": 900})
+    assert client.get("/v1/cache").json() == {"workers": {"alive": {"m": {"reused_tokens": 5}}},
+                                             "held_prefixes": {"alive": 2}}

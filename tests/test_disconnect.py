@@ -64,7 +64,7 @@ async def post(app, path: str, receive) -> tuple[int, dict]:
 
 MESSAGES = ("/v1/messages", {"model": "claude-sonnet-4-6", "max_tokens": 100,
                              "messages": [{"role": "user", "content": "hi"}]})
-CHAT = ("/v1/chat/completions", {"model": "gpt-4o", "max_tokens": 100,
+CHAT = ("/v1/chat/completions", {"model": "claude-sonnet-4-6", "max_tokens": 100,
                                  "messages": [{"role": "user", "content": "hi"}]})
 
 

@@ -9,7 +9,16 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from api.job_views import job_view
-from hearth.contract import ERROR, MESSAGE_END, QUEUE_BACKGROUND, QUEUE_INTERACTIVE, suspended_key
+from hearth.contract import (
+    ERROR,
+    MESSAGE_END,
+    QUEUE_BACKGROUND,
+    QUEUE_INTERACTIVE,
+    model_queue,
+    priority_of,
+    suspended_key,
+    worker_queue,
+)
 from hearth.settings import Settings
 from tests.conftest import MODEL, ScriptedEngine, read_log
 from tests.test_worker_jobs import request
@@ -29,7 +38,8 @@ def flags_read_every_step(monkeypatch):
 
 
 def origin(redis, job_id) -> str:
-    return Job.fetch(job_id, connection=redis).origin
+    """The job's priority, from the queue it came from."""
+    return priority_of(Job.fetch(job_id, connection=redis).origin)
 
 
 LONG_ANSWER = ["<think>", "\nPlan", " the", " work", ".\n</think>", "\n\n"] + [f"word{i} " for i in range(40)]
@@ -76,7 +86,8 @@ def test_a_background_job_suspends_for_interactive_work_and_resumes_exactly(redi
     job_id = jobs.new_job_id()
     jobs.enqueue(job_id, request(), priority=QUEUE_BACKGROUND)
     engine = ScriptedEngine(LONG_ANSWER, on_step=arrivals)
-    make_worker(engine).work(burst=True)
+    worker = make_worker(engine)
+    worker.work(burst=True)
 
     # Same message, same events (but for cache usage), gapless across both suspensions.
     result = Job.fetch(job_id, connection=redis).return_value()
@@ -99,11 +110,14 @@ def test_a_background_job_suspends_for_interactive_work_and_resumes_exactly(redi
     for interactive in arrivals.interactive_ids:
         assert Job.fetch(interactive, connection=redis).get_status() == JobStatus.FINISHED
 
-    # rq's registries: finished once, nowhere else; the parked progress is gone.
-    background = Queue(QUEUE_BACKGROUND, connection=redis)
+    # rq's registries: suspended, it went back to its worker's own queue (where its K/V is pinned)
+    # and finished there once, nowhere else; the parked progress is gone.
+    background = Queue(worker_queue(QUEUE_BACKGROUND, worker.name), connection=redis)
+    assert Job.fetch(job_id, connection=redis).origin == background.name
     assert background.finished_job_registry.get_job_ids().count(job_id) == 1
-    assert job_id not in background.get_job_ids() + background.started_job_registry.get_job_ids()
-    assert job_id not in background.failed_job_registry.get_job_ids()
+    for queue in (background, Queue(model_queue(QUEUE_BACKGROUND, MODEL), connection=redis)):
+        assert job_id not in queue.get_job_ids() + queue.started_job_registry.get_job_ids()
+        assert job_id not in queue.failed_job_registry.get_job_ids()
     assert not redis.exists(suspended_key(job_id))
     assert job_view(redis, Job.fetch(job_id, connection=redis))["status"] == "finished"
 

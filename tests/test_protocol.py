@@ -93,7 +93,7 @@ def test_openai_finish_reasons_follow_the_same_rules(case, finish_reason, client
     running_worker(ScriptedEngine(pieces))
     sdk = openai.OpenAI(base_url=str(client.base_url) + "/v1", api_key="unused", http_client=client, max_retries=0)
     tools = [{"type": "function", "function": {"name": t["name"], "parameters": t["input_schema"]}} for t in TOOLS]
-    body = {"model": "qwen", "messages": [{"role": "user", "content": "List the files."}], "tools": tools,
+    body = {"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "List the files."}], "tools": tools,
             "max_tokens": extra.get("max_tokens", 200)}
     chunks = list(sdk.chat.completions.create(stream=True, **body))
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == finish_reason

@@ -7,7 +7,17 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.utils import now
 
-from hearth.contract import ERROR, MESSAGE_END, GenerationRequest, QUEUE_BACKGROUND, QUEUE_INTERACTIVE, QUEUES
+from hearth.contract import (
+    ERROR,
+    MESSAGE_END,
+    PRIORITIES,
+    QUEUE_BACKGROUND,
+    QUEUE_INTERACTIVE,
+    GenerationRequest,
+    model_queue,
+    priority_of,
+)
+from hearth.reaper import hearth_queues
 from hearth.settings import Settings
 from tests.conftest import MODEL, BurstWorker, ScriptedEngine, read_log
 from tests.test_worker_jobs import request
@@ -44,12 +54,14 @@ def text_of(redis, job_id) -> str:
 
 
 def registries(redis) -> dict:
-    out = {}
-    for name in QUEUES:
-        queue = Queue(name, connection=redis)
-        out[name] = {"queued": set(queue.get_job_ids()), "started": set(queue.started_job_registry.get_job_ids()),
-                     "finished": set(queue.finished_job_registry.get_job_ids()),
-                     "failed": set(queue.failed_job_registry.get_job_ids())}
+    """Per priority, the jobs rq has in each state, over the model's queue and the workers' own."""
+    out = {name: {"queued": set(), "started": set(), "finished": set(), "failed": set()} for name in PRIORITIES}
+    for queue in hearth_queues(redis):
+        states = out[priority_of(queue.name)]
+        states["queued"] |= set(queue.get_job_ids())
+        states["started"] |= set(queue.started_job_registry.get_job_ids())
+        states["finished"] |= set(queue.finished_job_registry.get_job_ids())
+        states["failed"] |= set(queue.failed_job_registry.get_job_ids())
     return out
 
 
@@ -230,7 +242,7 @@ def test_the_fast_model_keeps_moving_beside_a_batch_of_main_model_turns(redis, j
         turns = enqueue(jobs, 2)
         side_call = jobs.new_job_id()
         jobs.enqueue(side_call, request(model="fast", enable_thinking=False))
-        BurstWorker(list(QUEUES), connection=redis, runtime=rt).work(burst=True)
+        BurstWorker(redis, rt, "worker").work(burst=True)
     finally:
         runtime.install(None)
     assert text_of(redis, side_call) == "quick answer"
@@ -270,4 +282,4 @@ def test_a_warm_shutdown_lets_the_running_jobs_finish_and_leaves_the_queued_ones
     worker.work(burst=True)
     for job_id in running:
         assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.FINISHED
-    assert set(Queue(QUEUE_INTERACTIVE, connection=redis).get_job_ids()) == set(waiting)
+    assert set(Queue(model_queue(QUEUE_INTERACTIVE, MODEL), connection=redis).get_job_ids()) == set(waiting)

@@ -4,11 +4,12 @@ import json
 
 import fakeredis
 from prometheus_client.parser import text_string_to_metric_families
+from rq import Queue
 from starlette.testclient import TestClient
 
 from api.app import create_app
 from hearth import status
-from hearth.contract import worker_heartbeat_key
+from hearth.contract import model_queue, worker_heartbeat_key, worker_queue
 from hearth.metrics import Tally
 from tests.conftest import ScriptedEngine
 
@@ -27,14 +28,17 @@ def test_metrics_come_from_the_workers_tally_in_redis_and_parse(client, redis):
     pipe = redis.pipeline()
     tally.queue(pipe)
     pipe.execute()
-    redis.rpush("rq:queue:background", "waiting-job")
+    # Background jobs waiting in a model's queue and in a worker's own: one depth per priority.
+    for name in (model_queue("background", "m"), worker_queue("background", "mac")):
+        Queue(name, connection=redis).enqueue("workers.jobs.run_message_job", {"model": "m"})
     parsed = samples(client.get("/metrics").text)
     assert parsed[("hearth_jobs_total", (("model", "m"), ("outcome", "finished"), ("queue", "interactive")))] == 1
     assert parsed[("hearth_prompt_tokens_total", (("model", "m"), ("source", "cached")))] == 30
     ttft = (("model", "m"), ("queue", "interactive"))
     assert parsed[("hearth_time_to_first_token_seconds_count", ttft)] == 3
     assert parsed[("hearth_time_to_first_token_seconds_bucket", (("le", "0.5"),) + ttft)] == 2
-    assert parsed[("hearth_queue_depth", (("queue", "background"),))] == 1
+    assert parsed[("hearth_queue_depth", (("queue", "background"),))] == 2
+    assert parsed[("hearth_queue_depth", (("queue", "interactive"),))] == 0
     assert parsed[("hearth_workers", ())] == 0
 
 

@@ -7,6 +7,7 @@ tests install a fake one.
 
 from dataclasses import dataclass, field
 
+from hearth.models import model_key, same_model
 from hearth.settings import Settings
 
 
@@ -21,11 +22,21 @@ class Runtime:
     # Prompt-cache blocks pinned for suspended jobs: job id -> (engine, blocks).
     held: dict = field(default_factory=dict)
 
+    def model_name(self, model: str) -> str:
+        """The name this worker loaded `model` under: its id here, or one with its key (the API names models by key)."""
+        if model in self.engines:
+            return model
+        name = next((name for name in self.engines if same_model(name, model)), None)
+        if name is None:
+            raise ModelNotLoaded(f"model {model!r} is not loaded by this worker")
+        return name
+
     def engine_for(self, model: str):
-        try:
-            return self.engines[model]
-        except KeyError:
-            raise ModelNotLoaded(f"model {model!r} is not loaded by this worker") from None
+        return self.engines[self.model_name(model)]
+
+    def model_keys(self) -> dict:
+        """key -> id of every model this worker serves, as it announces them."""
+        return {model_key(name): name for name in self.engines}
 
     def hold(self, job_id: str, engine, tokens: list):
         """Keep a suspended job's K/V in the prompt cache until it resumes or goes away."""

@@ -26,8 +26,9 @@ from typing import Protocol
 
 from rq.timeouts import JobTimeoutException
 
-from hearth.contract import QUEUE_INTERACTIVE, GenerationRequest
+from hearth.contract import QUEUE_INTERACTIVE, GenerationRequest, priority_of
 from hearth.metrics import JobMeter, Tally
+from hearth.models import model_key
 from workers import suspension
 from workers.batch import Sampling
 from workers.jobs import Done, JobCancelled, MessageJob, Segment, settle
@@ -66,15 +67,20 @@ class Running:
     first_token_at: float | None = None  # time.monotonic()
 
     @property
+    def priority(self) -> str:
+        return priority_of(self.job.origin)
+
+    @property
     def interactive(self) -> bool:
-        return self.job.origin == QUEUE_INTERACTIVE
+        return self.priority == QUEUE_INTERACTIVE
 
 
 class Scheduler:
-    def __init__(self, rt, connection, outcomes: Outcomes, queue_keys: dict):
+    def __init__(self, rt, connection, outcomes: Outcomes, queue_keys: dict, held_prefixes=None):
         self.rt = rt
         self.connection = connection
         self.outcomes = outcomes
+        self.held_prefixes = held_prefixes  # workers/affinity.py: what each ended job's prompt left cached
         self.max_batch = max(1, rt.settings.max_batch)
         self.budget_bytes = rt.settings.batch_bytes
         # Queue name -> its Redis list, whose length each round trip reads.
@@ -115,7 +121,7 @@ class Scheduler:
             else:
                 phase = "decoding"
             elapsed = now - run.first_token_at if run.first_token_at else 0.0
-            out.append({"id": run.job.id, "model": run.model, "queue": run.job.origin, "phase": phase,
+            out.append({"id": run.job.id, "model": model_key(run.model), "queue": run.priority, "phase": phase,
                         "prefilled": list(run.prefilled), "output_tokens": tokens,
                         "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0.5 else None})
         return out
@@ -132,12 +138,13 @@ class Scheduler:
             if publisher.cancel_requested:
                 raise JobCancelled(job.id)
             request = GenerationRequest.from_dict(job.args[0])
-            run.model = request.model
+            run.model = self.rt.model_name(request.model)
             enqueued = job.enqueued_at.timestamp() if job.enqueued_at else time.time()
             if progress is None:
-                self.tally.observe("hearth_queue_wait_seconds", (dequeued_at or time.time()) - enqueued, queue=job.origin)
-            meter = JobMeter(self.tally, request.model, job.origin, enqueued, resumed=progress is not None)
-            run.message = MessageJob(job.id, request, self.rt.engine_for(request.model), publisher, progress, meter)
+                self.tally.observe("hearth_queue_wait_seconds", (dequeued_at or time.time()) - enqueued,
+                                   queue=run.priority)
+            meter = JobMeter(self.tally, model_key(run.model), run.priority, enqueued, resumed=progress is not None)
+            run.message = MessageJob(job.id, request, self.rt.engines[run.model], publisher, progress, meter)
             self._start(run)
             run.message.timing = {"dequeued": dequeued_at or time.time(), "admitted": time.time()}
         except Exception as exc:  # noqa: BLE001 - sorted by settle()
@@ -258,7 +265,7 @@ class Scheduler:
     def _make_room(self):
         """Interactive work waits for a slot or for memory that background jobs hold: suspend enough of them."""
         free = self.max_batch - len(self.running)
-        short = self.queued.get(QUEUE_INTERACTIVE, 0) - free
+        short = sum(n for name, n in self.queued.items() if priority_of(name) == QUEUE_INTERACTIVE) - free
         if any(r.interactive for r in self.waiting_for_memory) or self._nbytes() > self.budget_bytes:
             short = max(short, 1)
         if short <= 0:
@@ -290,12 +297,12 @@ class Scheduler:
             self.tally.clear()
 
     def _count(self, run: Running, outcome):
-        model = run.model or "unknown"
+        model = model_key(run.model) if run.model else "unknown"
         if isinstance(outcome, JobSuspended):
             self.tally.add("hearth_suspensions_total", model=model)
             return
         kind = "finished" if isinstance(outcome, dict) else "cancelled" if isinstance(outcome, JobCancelled) else "failed"
-        self.tally.add("hearth_jobs_total", queue=run.job.origin, model=model, outcome=kind)
+        self.tally.add("hearth_jobs_total", queue=run.priority, model=model, outcome=kind)
 
     def _end(self, run: Running, outcome, in_batch: bool = True):
         """The one way out of a slot: the sequence's K/V back to the cache, then rq and the clients told."""
@@ -306,6 +313,10 @@ class Scheduler:
         batch = self.batches.get(run.model)
         if in_batch and batch is not None and run.job.id in batch:
             batch.remove(run.job.id)
+            if self.held_prefixes is not None and run.message is not None:
+                progress = run.message.progress
+                self.held_prefixes.record(run.message.request.fingerprints, batch.prompt_cache,
+                                          progress.context[:progress.prompt_tokens])
         if run.publisher.pending and isinstance(outcome, (dict, Exception)):
             # What it made goes out before rq hears of its end (a suspended job's progress is parked
             # at its last event); on a cold shutdown there is no time, and its error event follows the log.

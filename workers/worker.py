@@ -16,21 +16,32 @@ jobs for the scheduler to stop at their next token, so `rq`'s own
 import json
 import logging
 import os
+import socket
 import threading
 import time
 
 from redis import Redis
-from rq import SimpleWorker
+from rq import Queue, Retry, SimpleWorker
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from hearth import reaper
-from hearth.contract import FAULT_KEY, MESSAGE_JOB, QUEUES, cache_stats_key, suspended_key, worker_heartbeat_key
+from hearth.contract import (
+    FAULT_KEY,
+    MESSAGE_JOB,
+    QUEUE_BACKGROUND,
+    cache_stats_key,
+    listening_order,
+    suspended_key,
+    worker_heartbeat_key,
+    worker_queue,
+)
 from hearth.models import served_models
 from hearth.settings import Settings
 from workers import runtime
+from workers.affinity import HeldPrefixes
 from workers.faults import FaultInjectingEngine
 from workers.jobs import JobCancelled
 from workers.scheduler import Running, Scheduler
@@ -39,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # rq's worker key lives for minutes; while jobs decode it is refreshed this often.
 RQ_HEARTBEAT_SECONDS = 30
+# How long the published affinity fingerprints live (only a live worker's are read).
+AFFINITY_TTL = 24 * 3600
 
 
 class Heartbeat(threading.Thread):
@@ -48,22 +61,25 @@ class Heartbeat(threading.Thread):
     it while a job runs.
     """
 
-    def __init__(self, connection: Redis, worker_name: str, ttl: int, current_jobs, event_ttl: int):
+    def __init__(self, connection: Redis, worker_name: str, announcement: dict, current_jobs, settings: Settings):
         super().__init__(name="hearth-heartbeat", daemon=True)
         self._redis = connection
-        self._event_ttl = event_ttl
+        self._settings = settings
         self._key = worker_heartbeat_key(worker_name)
-        self._ttl = ttl
+        self._ttl = settings.heartbeat_ttl
+        self._announcement = announcement  # what it serves: models, slots, host
         self._current_jobs = current_jobs  # what each running job is doing, for the status page
         self._stopping = threading.Event()
 
     def run(self):
         while not self._stopping.is_set():
             try:
-                value = json.dumps({"pid": os.getpid(), "jobs": self._current_jobs()})
+                value = json.dumps(dict(self._announcement, pid=os.getpid(), jobs=self._current_jobs()))
                 self._redis.set(self._key, value, ex=self._ttl)
-                # Jobs of another worker that died (several workers share a Redis).
-                reaper.fail_abandoned(self._redis, self._event_ttl)
+                # Several workers may share a Redis: the jobs of one that died fail, the jobs
+                # queued for it (or waiting too long for it) go to any worker of their model.
+                reaper.fail_abandoned(self._redis, self._settings.event_ttl)
+                reaper.move_stranded(self._redis, self._settings.affinity_wait)
             except Exception:  # noqa: BLE001 - Redis may be restarting; keep beating
                 log.warning("heartbeat: Redis unreachable", exc_info=log.isEnabledFor(logging.DEBUG))
             self._stopping.wait(self._ttl / 3)
@@ -77,11 +93,15 @@ class Heartbeat(threading.Thread):
 
 
 class HearthWorker(SimpleWorker):
-    def __init__(self, *args, runtime: runtime.Runtime, **kwargs):
-        super().__init__(*args, **kwargs)
+    """Listens on its own queues, then its models' (contract.listening_order), under a name routing can use."""
+
+    def __init__(self, connection: Redis, runtime: runtime.Runtime, name: str, **kwargs):
+        super().__init__(listening_order(name, runtime.model_keys()), connection=connection, name=name, **kwargs)
         self.runtime = runtime
+        self.held_prefixes = HeldPrefixes(name)
         self.batch_scheduler = Scheduler(runtime, self.connection, outcomes=self,
-                                         queue_keys={queue.name: queue.key for queue in self.queues})
+                                         queue_keys={queue.name: queue.key for queue in self.queues},
+                                         held_prefixes=self.held_prefixes)
         self._kept_alive = time.monotonic()
 
     def execute_job(self, job, queue):
@@ -154,7 +174,14 @@ class HearthWorker(SimpleWorker):
     # Outcomes: how the scheduler's jobs reach rq's registries, as rq's own perform_job records them.
 
     def finished(self, run: Running, value):
-        self._finalize_success(run.job, run.queue, run.execution, value)  # rq's Retry: back to its queue
+        # rq's Retry (a suspension) puts the job back at the front of the queue given here: this
+        # worker's own, where its pinned K/V waits (after HEARTH_AFFINITY_WAIT any worker may take it).
+        queue = run.queue
+        if isinstance(value, Retry):
+            queue = Queue(worker_queue(QUEUE_BACKGROUND, self.name), connection=self.connection)
+            # rq clears the started registry of the job's origin, which the retry changes to `queue`.
+            run.queue.started_job_registry.remove_execution(run.execution, run.job)
+        self._finalize_success(run.job, queue, run.execution, value)
         self._after_job()
 
     def failed(self, run: Running, error: BaseException, stopped: bool):
@@ -195,15 +222,29 @@ class HearthWorker(SimpleWorker):
                 self.runtime.release(job_id)
 
     def _publish_cache_stats(self):
+        """The prompt caches' counters and the prefixes they hold (for routing), in one round trip."""
         stats = {name: engine.prompt_cache.stats() for name, engine in self.runtime.engines.items()}
         try:
-            self.connection.set(cache_stats_key(self.name), json.dumps(stats), ex=24 * 3600)
+            with self.connection.pipeline(transaction=False) as pipe:
+                pipe.set(cache_stats_key(self.name), json.dumps(stats), ex=24 * 3600)
+                self.held_prefixes.publish(pipe, AFFINITY_TTL)
+                pipe.execute()
         except Exception:  # noqa: BLE001 - statistics must never fail a job
+            self.held_prefixes.lost()
             log.debug("could not publish cache statistics", exc_info=True)
 
+    def announcement(self) -> dict:
+        """What routing needs to know of this worker, sent with each heartbeat."""
+        return {"models": self.runtime.model_keys(), "slots": self.batch_scheduler.max_batch,
+                "host": socket.gethostname()}
+
     def work(self, *args, **kwargs):
-        heartbeat = Heartbeat(self.connection, self.name, self.runtime.settings.heartbeat_ttl,
-                              self.batch_scheduler.describe, self.runtime.settings.event_ttl)
+        self.connection.delete(self.held_prefixes.key)  # a previous life's fingerprints: its cache is gone
+        # Its own queues are in rq's list from the start (`rq info` shows them; a suspension's
+        # retry into one would not add it).
+        self.connection.sadd(Queue.redis_queues_keys, *(queue.key for queue in self.queues))
+        heartbeat = Heartbeat(self.connection, self.name, self.announcement(), self.batch_scheduler.describe,
+                              self.runtime.settings)
         heartbeat.start()
         try:
             return super().work(*args, **kwargs)
@@ -221,8 +262,17 @@ def load_engines(settings: Settings) -> dict:
             for name in served_models(settings)}
 
 
+def worker_name(connection: Redis, settings: Settings) -> str:
+    """HEARTH_WORKER_NAME, else the host's name: the same after a restart, so its queue and its
+    routing survive it; with the pid added while another live worker has it."""
+    name = settings.worker_name or socket.gethostname().split(".")[0]
+    if settings.worker_name or not connection.exists(worker_heartbeat_key(name)):
+        return name
+    return f"{name}.{os.getpid()}"
+
+
 def run_worker(settings: Settings, burst: bool = False) -> bool:
-    """Load the models once, then drain `interactive` before `background` until stopped."""
+    """Load the models once, then drain its queues, interactive before background, until stopped."""
     connection = Redis.from_url(settings.redis_url)
     engines = load_engines(settings)
     if settings.fault_injection:
@@ -232,12 +282,14 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
     runtime.install(rt)
     # First: the worker sets the socket timeout its blocking dequeue needs on the pool,
     # and a connection pooled before that would keep redis-py's default of 5 s.
-    worker = HearthWorker(list(QUEUES), connection=connection, runtime=rt)
+    name = worker_name(connection, settings)
+    reaper.forget_dead_worker(connection, name)  # this worker's previous life, if it crashed
+    worker = HearthWorker(connection, rt, name)
     # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
     reaper.fail_abandoned(connection, settings.event_ttl)
     reaper.requeue_orphans(connection)
     log.info("worker %s ready: models %s, queues %s, %d slots", worker.name, ", ".join(rt.engines),
-             ", ".join(QUEUES), settings.max_batch)
+             ", ".join(q.name for q in worker.queues), settings.max_batch)
     try:
         return worker.work(burst=burst, logging_level=settings.log_level)
     finally:

@@ -52,7 +52,9 @@ function drawWorkers(status) {
         `, ${(stats.bytes / 1e6).toFixed(1)} of ${(stats.budget_bytes / 1e6).toFixed(0)} MB`));
     const table = jobs.length ? element("table", {}, element("tbody", {}, ...jobs)) : element("div", { class: "dim" }, "idle");
     return element("div", { class: "worker" }, element("b", {}, `worker ${worker.name} `),
-      element("span", { class: "dim" }, `pid ${worker.pid}`), table, ...caches);
+      element("span", { class: "dim" }, `pid ${worker.pid} on ${worker.host || "?"}, ` +
+        `${(worker.models || []).join(", ")}, ${worker.jobs.length} of ${worker.slots ?? "?"} slots, ` +
+        `${worker.held_prefixes ?? 0} prompt prefixes held`), table, ...caches);
   });
   if (!blocks.length) blocks.push(element("div", { class: "dim" }, "no worker alive: start one with `hearth worker`"));
   document.getElementById("workers").replaceChildren(...blocks);

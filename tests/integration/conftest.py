@@ -19,9 +19,20 @@ import httpx
 import pytest
 from redis import Redis
 
+from hearth.contract import priority_of
+from hearth.models import model_key
+from hearth.reaper import hearth_queues
+from hearth.settings import BUNDLED_MODEL
 from scripts.build_babbler import build_babbler
 
 REPO = Path(__file__).resolve().parents[2]
+MAIN_KEY = model_key(BUNDLED_MODEL)  # the main model's queues are `interactive:hearth-tiny`, ...
+
+
+def started_job_ids(redis, priority: str) -> set:
+    """Jobs rq has started, at `priority`, whichever model's or worker's queue they came from."""
+    return {job_id for queue in hearth_queues(redis) if priority_of(queue.name) == priority
+            for job_id in queue.started_job_registry.get_job_ids()}
 
 
 def free_port() -> int:
@@ -123,6 +134,30 @@ def hearth(hearth_env, tmp_path_factory):
     running.start_worker()
     yield running
     running.stop()
+
+
+def unfinished_job_ids(redis) -> set:
+    """Jobs queued or started in any of Hearth's queues."""
+    return {job_id for queue in hearth_queues(redis)
+            for job_id in queue.get_job_ids() + queue.started_job_registry.get_job_ids()}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(request):
+    """The session's Hearth is shared: what a test leaves queued or running is cancelled after it,
+    so the next test starts with a worker of free slots (and a test that counts jobs counts its own)."""
+    yield
+    if "hearth" not in request.fixturenames:
+        return
+    hearth = request.getfixturevalue("hearth")
+    deadline = time.monotonic() + 30
+    while (left := unfinished_job_ids(hearth.redis)) and time.monotonic() < deadline:
+        for job_id in left:
+            try:
+                httpx.delete(f"{hearth.base_url}/v1/jobs/{job_id}", timeout=5)
+            except httpx.HTTPError:
+                pass  # a test that stopped the API: the reaper's to clean up
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import time
 import anthropic
 import httpx
 import pytest
-from rq import Queue
 
 from hearth.contract import QUEUE_BACKGROUND, QUEUE_INTERACTIVE
 from tests.conftest import poll_job
+from tests.integration.conftest import started_job_ids
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +33,11 @@ def test_concurrent_streams_decode_together_and_each_gets_what_it_would_alone(he
     prompts = [f"stream {n}: tell me about {topic}" for n, topic in enumerate(["tides", "bread", "owls", "maps"])]
     alone = babble(sdk, prompts[0], 120)
     texts, started = {}, []
-    registry = Queue(QUEUE_INTERACTIVE, connection=hearth.redis).started_job_registry
 
     def watch():
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(texts) < len(prompts):
-            started.append(len(registry.get_job_ids()))
+            started.append(len(started_job_ids(hearth.redis, QUEUE_INTERACTIVE)))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch)

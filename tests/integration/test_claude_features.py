@@ -101,13 +101,13 @@ def test_the_openai_sdk_accumulates_reasoning_text_and_tool_calls(hearth):
     import openai
 
     client = openai.OpenAI(base_url=hearth.base_url + "/v1", api_key="unused", max_retries=0)
-    chunks = list(client.chat.completions.create(model="gpt-4o", stream=True, temperature=0,
+    chunks = list(client.chat.completions.create(model="hearth-tiny", stream=True, temperature=0,
                                                  messages=[{"role": "user", "content": "hello"}]))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
     assert text.strip() and reasoning.strip()
     openai_tools = [{"type": "function", "function": t["function"]} for t in tiny_model_data.TOOLS]
-    with client.chat.completions.stream(model="gpt-4o", temperature=0, tools=openai_tools,
+    with client.chat.completions.stream(model="hearth-tiny", temperature=0, tools=openai_tools,
                                         messages=[{"role": "user", "content": "List the files in src."}]) as stream:
         for _ in stream:
             pass

@@ -16,9 +16,9 @@ import httpx
 import pytest
 from redis import Redis
 
-from hearth.contract import FAULT_KEY, QUEUE_BACKGROUND
+from hearth.contract import FAULT_KEY, QUEUE_BACKGROUND, model_queue
 from tests.conftest import poll_job, sse_frames
-from tests.integration.conftest import Hearth, free_port, wait_until
+from tests.integration.conftest import MAIN_KEY, Hearth, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ def test_sigkill_with_a_full_batch_fails_every_job_in_it_and_loses_no_queued_one
         view = poll_job(http, job_id, until=("failed",), timeout=10)
         assert "died" in view["error"]["message"]
     # A job dequeued by the dead worker but never started (the window rq leaves open) is not lost either.
-    assert faulty.redis.lpop(f"rq:queue:{QUEUE_BACKGROUND}").decode() == queued[0]
+    assert faulty.redis.lpop(f"rq:queue:{model_queue(QUEUE_BACKGROUND, MAIN_KEY)}").decode() == queued[0]
     faulty.start_worker()
     for queued_id in queued:
         assert poll_job(http, queued_id, timeout=60)["status"] == "finished"

@@ -1,5 +1,6 @@
 """Background jobs, batches and duplicate suppression with the real worker and Redis."""
 
+import json
 import subprocess
 import sys
 import threading
@@ -9,9 +10,12 @@ import anthropic
 import httpx
 import pytest
 
+from hearth.contract import worker_heartbeat_key
+from hearth.models import model_key
 from hearth.settings import Settings
 from hearth.message import MessageAssembler
 from tests.conftest import poll_job, read_log, sse_frames
+from tests.integration.conftest import MAIN_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +121,9 @@ def test_polling_a_long_job_costs_the_same_reads_as_a_short_one(hearth, http):
             assert event_log_reads(hearth.redis) == reads
         short, long = views["short"][-1]["progress"], views["long"][-1]["progress"]
         assert 100 <= short["output_tokens"] < 2_000 <= long["output_tokens"]
-        assert len(long["text"]) > 10 * len(short["text"]) > 0
+        # The text grew with the tokens (about the same characters per token at both polls).
+        per_token = [len(view["text"]) / view["output_tokens"] for view in (short, long)]
+        assert per_token[0] > 0 and 0.5 < per_token[1] / per_token[0] < 2
         assert long["text"].startswith(short["text"])
     finally:
         http.post(f"/v1/jobs/{job_id}/cancel")
@@ -157,15 +163,21 @@ def test_duplicate_requests_attach_to_one_job(hearth, http):
     assert len(hearth.redis.keys("rq:job:*")) == before + 1
 
 
-def test_rq_info_shows_jobs_of_both_queues(hearth, http):
-    running = babble(http, priority="interactive")  # a background one would step aside for the interactive one
-    poll_job(http, running, until=("started",))
-    waiting = [http.post("/v1/jobs", json={"request": REQUEST, "priority": p}).json()["id"]
-               for p in ("interactive", "background")]
+def test_rq_info_shows_each_models_queues_and_the_busy_worker(hearth, http):
+    [heartbeat] = hearth.redis.keys(worker_heartbeat_key("*"))
+    slots = json.loads(hearth.redis.get(heartbeat))["slots"]
+    running = [babble(http, priority="interactive") for _ in range(slots)]
+    for job_id in running:
+        poll_job(http, job_id, until=("started",))
+    # Every slot is taken: these two wait in their models' queues.
+    waiting = [babble(http, priority="interactive"),
+               http.post("/v1/jobs", json={"request": REQUEST, "priority": "background"}).json()["id"]]
     output = subprocess.run([sys.executable, "-m", "rq.cli", "info", "-u", hearth.env["REDIS_URL"]],
                             capture_output=True, text=True, timeout=30).stdout
-    lines = {line.split("|")[0].strip(): line for line in output.splitlines() if "|" in line}
-    assert "1" in lines["interactive"] and "1" in lines["background"], output
+    lines = {line.split("|")[0].strip(): line.split("|")[1].strip(" █") for line in output.splitlines() if "|" in line}
+    babbler_key = model_key(hearth.env["HEARTH_FAST_MODEL"])
+    assert lines[f"interactive:{babbler_key}"].startswith(f"1, {slots} executing"), output
+    assert lines[f"background:{MAIN_KEY}"].startswith("1,"), output
     assert "busy" in output
-    for job_id in [*waiting, running]:
+    for job_id in [*waiting, *running]:
         http.delete(f"/v1/jobs/{job_id}")

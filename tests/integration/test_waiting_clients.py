@@ -13,10 +13,10 @@ import anthropic
 import httpx
 import openai
 import pytest
-from rq import Queue
 from rq.job import Job, JobStatus
 
 from hearth.contract import QUEUE_INTERACTIVE
+from tests.integration.conftest import started_job_ids
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def test_a_request_queued_behind_a_long_job_gets_its_answer(hearth, sdk, openai_
     started = time.monotonic()
     try:
         deadline = time.monotonic() + 30
-        while not Queue(QUEUE_INTERACTIVE, connection=hearth.redis).started_job_registry.get_job_ids():
+        while not started_job_ids(hearth.redis, QUEUE_INTERACTIVE):
             assert time.monotonic() < deadline, "the long job never started"
             time.sleep(0.02)
         message = sdk.messages.create(model=MAIN, max_tokens=20, messages=[{"role": "user", "content": "hello"}])
@@ -74,13 +74,13 @@ def test_a_request_queued_behind_a_long_job_gets_its_answer(hearth, sdk, openai_
 
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/chat/completions"])
 def test_a_client_that_closes_its_connection_mid_wait_has_its_job_cancelled(hearth, path):
-    started_jobs = Queue(QUEUE_INTERACTIVE, connection=hearth.redis).started_job_registry
+    already = started_job_ids(hearth.redis, QUEUE_INTERACTIVE)
     request = {"model": BABBLER, "max_tokens": 100_000, "messages": [{"role": "user", "content": "go"}]}
     running = []
     with pytest.raises(httpx.ReadTimeout):
         # Gives up after 2 s of silence, closing its connection, as an impatient client would.
         with httpx.Client(base_url=hearth.base_url, timeout=httpx.Timeout(2.0)) as client:
-            watcher = threading.Thread(target=lambda: running.extend(_first_started(started_jobs)))
+            watcher = threading.Thread(target=lambda: running.extend(_first_started(hearth.redis, already)))
             watcher.start()
             try:
                 client.post(path, json=request)
@@ -95,11 +95,12 @@ def test_a_client_that_closes_its_connection_mid_wait_has_its_job_cancelled(hear
     assert time.monotonic() - left < 2.0, "the job ran on after its client had gone"
 
 
-def _first_started(registry, timeout: float = 10) -> list:
+def _first_started(redis, already: set, timeout: float = 10) -> list:
+    """The first interactive job to start that had not started before."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ids = registry.get_job_ids()
+        ids = started_job_ids(redis, QUEUE_INTERACTIVE) - already
         if ids:
-            return ids[:1]
+            return sorted(ids)[:1]
         time.sleep(0.02)
     return []
