@@ -311,8 +311,9 @@ class Scheduler:
         if run in self.waiting_for_memory:
             self.waiting_for_memory.remove(run)
         batch = self.batches.get(run.model)
-        if in_batch and batch is not None and run.job.id in batch:
-            batch.remove(run.job.id)
+        if in_batch and batch is not None:
+            if run.job.id in batch:
+                batch.remove(run.job.id)  # a sequence that finished by itself is out already
             if self.held_prefixes is not None and run.message is not None:
                 progress = run.message.progress
                 self.held_prefixes.record(run.message.request.fingerprints, batch.prompt_cache,

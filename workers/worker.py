@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # rq's worker key lives for minutes; while jobs decode it is refreshed this often.
 RQ_HEARTBEAT_SECONDS = 30
+# How often a live worker looks for jobs that a dead one dequeued and never started.
+ORPHAN_SCAN_SECONDS = 30
 # How long the published affinity fingerprints live (only a live worker's are read).
 AFFINITY_TTL = 24 * 3600
 
@@ -70,6 +72,7 @@ class Heartbeat(threading.Thread):
         self._announcement = announcement  # what it serves: models, slots, host
         self._current_jobs = current_jobs  # what each running job is doing, for the status page
         self._stopping = threading.Event()
+        self._next_orphan_scan = time.monotonic() + ORPHAN_SCAN_SECONDS  # the worker's start just did one
 
     def run(self):
         while not self._stopping.is_set():
@@ -80,6 +83,10 @@ class Heartbeat(threading.Thread):
                 # queued for it (or waiting too long for it) go to any worker of their model.
                 reaper.fail_abandoned(self._redis, self._settings.event_ttl)
                 reaper.move_stranded(self._redis, self._settings.affinity_wait)
+                if time.monotonic() >= self._next_orphan_scan:
+                    # A worker killed between dequeuing a job and starting it (rare: a scan of every job).
+                    self._next_orphan_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
+                    reaper.requeue_orphans(self._redis)
             except Exception:  # noqa: BLE001 - Redis may be restarting; keep beating
                 log.warning("heartbeat: Redis unreachable", exc_info=log.isEnabledFor(logging.DEBUG))
             self._stopping.wait(self._ttl / 3)
