@@ -16,8 +16,10 @@ leaves first, so a prefix outlives every conversation built on it, and
 blocks in use by a running job are pinned.
 """
 
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
+import hashlib
 import itertools
 
 ROOT = 0
@@ -32,6 +34,9 @@ class Block:
     nbytes: int
     children: dict = field(default_factory=dict)  # tokens -> Block
     pins: int = 0
+    # Names the block by content, its whole prefix included: the same in every process (a block store's file name).
+    digest: bytes = b""
+    parent_digest: bytes = b""
 
 
 @dataclass
@@ -66,6 +71,8 @@ class BlockIndex:
         self._blocks: dict[int, Block] = {}
         # Leaves in least-recently-used order: the only blocks eviction may take.
         self._leaves: OrderedDict[int, None] = OrderedDict()
+        # Told of every block made and dropped (cache/block_store.py keeps them on disk).
+        self.listener = None
 
     def __len__(self):
         return len(self._blocks)
@@ -122,13 +129,17 @@ class BlockIndex:
             block = siblings.get(piece)
             if block is None:
                 payload, nbytes = make_payload(start, start + len(piece))
-                block = Block(next(self._ids), parent, piece, payload, nbytes)
+                parent_digest = self._blocks[parent].digest if parent != ROOT else b""
+                block = Block(next(self._ids), parent, piece, payload, nbytes,
+                              digest=chain_digest(parent_digest, piece), parent_digest=parent_digest)
                 siblings[piece] = block
                 self._blocks[block.id] = block
                 self._leaves[block.id] = None
                 self._leaves.pop(parent, None)
                 self.nbytes += nbytes
                 self._drop_shorter_siblings(block)
+                if self.listener is not None:
+                    self.listener.added(block)
             chain.append(block)
             parent, start = block.id, start + len(piece)
         self._touch(chain)
@@ -168,6 +179,8 @@ class BlockIndex:
         del self._blocks[block.id]
         self._leaves.pop(block.id, None)
         self.nbytes -= block.nbytes
+        if self.listener is not None:
+            self.listener.removed(block)
         if block.parent != ROOT and not self._blocks[block.parent].children:
             # The parent became a leaf: it is as old as its last use, so it goes to the front.
             self._leaves[block.parent] = None
@@ -179,35 +192,10 @@ class BlockIndex:
             if block.id in self._leaves:
                 self._leaves.move_to_end(block.id)
 
-    def chains(self, limit: int | None = None):
-        """Cached chains as (tokens, blocks, shared), most recently used first, for persistence.
 
-        A partial leaf beside a sibling is a stub left where a re-rendered turn
-        diverged from the generated one: it is skipped. `shared` counts
-        the leading blocks an earlier chain in the list already holds, so each
-        block is written once.
-        """
-        out, seen = [], set()
-        for leaf_id in reversed(self._leaves):
-            leaf = self._blocks[leaf_id]
-            if self._is_stub(leaf):
-                continue
-            path = [leaf]
-            while path[-1].parent != ROOT:
-                path.append(self._blocks[path[-1].parent])
-            path.reverse()
-            shared = next((i for i, b in enumerate(path) if b.id not in seen), len(path))
-            seen.update(b.id for b in path)
-            out.append(([t for b in path for t in b.tokens], path, shared))
-            if limit is not None and len(out) >= limit:
-                break
-        return out
-
-
-    def _is_stub(self, leaf: Block) -> bool:
-        # At the root, partial leaves are short conversations of their own.
-        return (len(leaf.tokens) < self.block_size and leaf.parent != ROOT
-                and len(self._children(leaf.parent)) > 1)
+def chain_digest(parent_digest: bytes, tokens) -> bytes:
+    """A block's content name: its parent's, then its own tokens."""
+    return hashlib.blake2b(parent_digest + array("q", tokens).tobytes(), digest_size=16).digest()
 
 
 def common_prefix_length(a, b) -> int:

@@ -51,24 +51,17 @@ class PromptCache:
         self.index.record_lookup(len(tokens), match.length)
         return Lease(kv, match.length, match.blocks)
 
-    def assemble(self, blocks: list, length: int, start: int = 0) -> list:
-        """An mlx-lm KV cache holding tokens [start, length) of a chain of blocks.
-
-        `start` must fall on a block boundary (persistence writes suffixes).
-        """
+    def assemble(self, blocks: list, length: int) -> list:
+        """An mlx-lm KV cache holding the first `length` tokens of a chain of blocks."""
         kv = make_prompt_cache(self.model)
-        if not blocks or length <= start:
+        if not blocks or length <= 0:
             return kv
         tail = length - sum(len(b.tokens) for b in blocks[:-1])
-        skip, first = 0, 0
-        while skip < start:
-            skip += len(blocks[first].tokens)
-            first += 1
         for layer, layer_cache in enumerate(kv):
-            parts = [(b.payload[layer][0], b.payload[layer][1]) for b in blocks[first:-1]]
+            parts = [(b.payload[layer][0], b.payload[layer][1]) for b in blocks[:-1]]
             last_k, last_v = blocks[-1].payload[layer]
             parts.append((last_k[..., :tail, :], last_v[..., :tail, :]))
-            layer_cache.state = (_concat([k for k, _ in parts]), _concat([v for _, v in parts]), length - start)
+            layer_cache.state = (_concat([k for k, _ in parts]), _concat([v for _, v in parts]), length)
         return kv
 
     def snapshot(self, tokens: list, kv: list):
@@ -78,16 +71,6 @@ class PromptCache:
         """
         if not self.blockwise and tokens:
             self._snapshots.insert_cache("model", list(tokens), copy.deepcopy(kv), cache_type="system")
-
-    def adopt(self, kv: list, tokens: list, start: int = 0) -> bool:
-        """Index a KV cache made elsewhere (loaded from disk) holding tokens[start:].
-
-        With `start` > 0 the prefix must already be cached; returns False if it is not.
-        """
-        if start and self.index.match(tokens[:start]).length < start:
-            return False
-        self._index(tokens, kv, start)
-        return True
 
     def add(self, tokens: list, kv: list):
         """Index what `kv` holds: the K/V of `tokens[:its offset]`."""
@@ -100,15 +83,12 @@ class PromptCache:
         else:
             self._snapshots.insert_cache("model", tokens, kv)
 
-    def _index(self, tokens: list, kv: list, start: int = 0):
-        """Cut `kv` (holding tokens[start:]) into the blocks the index lacks."""
+    def _index(self, tokens: list, kv: list):
+        """Cut `kv` into the blocks the index lacks."""
         layers = [c.state[:2] for c in kv]
 
         def payload(begin, end):
-            if begin < start:
-                raise ValueError("this K/V does not cover the block")
-            parts = [(mx.contiguous(k[..., begin - start:end - start, :]), mx.contiguous(v[..., begin - start:end - start, :]))
-                     for k, v in layers]
+            parts = [(mx.contiguous(k[..., begin:end, :]), mx.contiguous(v[..., begin:end, :])) for k, v in layers]
             mx.eval(parts)
             return parts, sum(k.nbytes + v.nbytes for k, v in parts)
 

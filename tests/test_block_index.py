@@ -107,21 +107,36 @@ def _tokens_of(match):
     return out
 
 
-def test_chains_lists_most_recent_first():
-    idx = index()
-    add(idx, [1, 2, 3, 4, 5])
-    add(idx, [9, 9, 9])
-    tokens, blocks, shared = idx.chains()[0]
-    assert tokens == [9, 9, 9] and len(blocks) == 1 and shared == 0
-    assert [t for t, _, _ in idx.chains()] == [[9, 9, 9], [1, 2, 3, 4, 5]]
+class Recorder:
+    def __init__(self):
+        self.added, self.removed = [], []
+
+    def added_block(self, block):
+        self.added.append(block.digest)
+
+    def removed_block(self, block):
+        self.removed.append(block.digest)
 
 
-def test_chains_skip_divergence_stubs_and_count_shared_blocks():
-    idx = index()
-    system = [1, 2, 3, 4, 5, 6, 7, 8]
-    add(idx, system + [10, 11, 12, 13, 20])  # turn 1 plus one generated token: a partial last block
-    add(idx, system + [10, 11, 12, 13, 30, 31, 32, 33, 34])  # turn 2 re-rendered: diverges at the partial block
-    add(idx, system + [40, 41, 42, 43])  # a subagent sharing the system prefix
-    chains = idx.chains()
-    assert [t for t, _, _ in chains] == [system + [40, 41, 42, 43], system + [10, 11, 12, 13, 30, 31, 32, 33, 34]]
-    assert [shared for _, _, shared in chains] == [0, 2], "the shared prefix must be written once"
+def test_a_block_is_named_by_its_content_and_whole_prefix_alike_in_every_index():
+    one, other = index(), index()
+    add(one, [1, 2, 3, 4, 5, 6])
+    add(other, [1, 2, 3, 4, 5, 6])
+    add(other, [9, 2, 3, 4, 5, 6])
+    [a1, a2] = one.match([1, 2, 3, 4, 5, 6]).blocks
+    [b1, b2] = other.match([1, 2, 3, 4, 5, 6]).blocks
+    [_, c2] = other.match([9, 2, 3, 4, 5, 6]).blocks
+    assert (a1.digest, a2.digest) == (b1.digest, b2.digest)
+    assert c2.tokens == a2.tokens and c2.digest != a2.digest  # same tokens, another prefix
+    assert a2.parent_digest == a1.digest and a1.parent_digest == b""
+
+
+def test_the_listener_hears_of_every_block_made_and_dropped():
+    idx, heard = index(), Recorder()
+    idx.listener = type("Listener", (), {"added": lambda _, b: heard.added_block(b),
+                                          "removed": lambda _, b: heard.removed_block(b)})()
+    add(idx, [1, 2, 3, 4, 5])  # two blocks, the second partial
+    add(idx, [1, 2, 3, 4, 5, 6, 7, 8])  # extends the partial one: it is dropped
+    assert len(heard.added) == 3 and len(heard.removed) == 1
+    idx.evict(budget_bytes=0)
+    assert sorted(heard.removed) == sorted(heard.added)

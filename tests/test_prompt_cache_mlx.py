@@ -95,26 +95,68 @@ def test_the_budget_holds(model_and_tokenizer):
     assert cache.stats()["evicted_blocks"] > 0
 
 
-def test_persistence_round_trip(model_and_tokenizer, tmp_path, caplog):
-    from cache import persistence
+def stored_cache(model, directory, budget=1 << 30, name="tiny"):
+    from cache.block_store import BlockStore
 
+    cache, store = PromptCache(model, budget_bytes=budget, block_tokens=64), BlockStore(directory, name)
+    store.attach(cache)
+    return cache, store
+
+
+def test_blocks_reach_disk_as_they_are_made_and_a_restart_finds_them(model_and_tokenizer, tmp_path, caplog):
     model, tokenizer = model_and_tokenizer
     tokens = prompt(tokenizer, "persist me across restarts ", 300)
-    before = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
+    before, store = stored_cache(model, tmp_path)
     prefill_and_store(before, model, tokens)
-    assert persistence.save(before, tmp_path, "tiny") == 1
+    store.flush()  # the writer thread has caught up; no save was asked for
+    assert len(list(tmp_path.glob("*.npz"))) == len(before.index) == 5  # 300 tokens in blocks of 64
 
-    after = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
-    assert persistence.load(after, tmp_path, "tiny") == 1
+    # A restart (a crash leaves the same files: nothing is written at shutdown).
+    after, _ = stored_cache(model, tmp_path)
     follow_up = tokens + prompt(tokenizer, "and one more question ", 20)
     lease = after.lookup(follow_up)
     assert lease.reused == len(tokens)
     assert_continues_like_a_fresh_prefill(model, follow_up, lease)
 
-    # A file made for another model is ignored, with a warning.
-    other = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
-    assert persistence.load(other, tmp_path, "another-model") == 0
-    assert "ignoring prompt cache" in caplog.text and len(other.index) == 0
+    # Blocks made for another model are ignored, with a warning.
+    other, _ = stored_cache(model, tmp_path, name="another-model")
+    assert "ignoring prompt-cache block" in caplog.text and len(other.index) == 0
+
+
+def test_the_store_holds_what_the_cache_holds_a_shared_prefix_once(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    system = prompt(tokenizer, "Shared tools and instructions. ", 256)
+    conversations = [system + prompt(tokenizer, f"conversation {i} asks something. ", 70) for i in range(3)]
+    before, store = stored_cache(model, tmp_path)
+    for tokens in conversations:
+        prefill_and_store(before, model, tokens)
+    store.flush()
+    assert len(list(tmp_path.glob("*.npz"))) == 4 + 3 * 2  # the system prompt's 4 blocks written once
+
+    after, after_store = stored_cache(model, tmp_path)
+    for tokens in conversations:
+        follow_up = tokens + prompt(tokenizer, "next ", 5)
+        lease = after.lookup(follow_up)
+        assert lease.reused == len(tokens)
+        assert_continues_like_a_fresh_prefill(model, follow_up, lease)
+        after.release(lease)
+    # What the cache drops, the disk drops.
+    after.index.evict(budget_bytes=after.index.nbytes // 2)
+    after_store.flush()
+    assert len(list(tmp_path.glob("*.npz"))) == len(after.index) < 10
+
+
+def test_a_write_cut_short_or_a_block_without_its_parent_is_never_loaded(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    tokens = prompt(tokenizer, "half written ", 200)
+    before, store = stored_cache(model, tmp_path)
+    prefill_and_store(before, model, tokens)
+    store.flush()
+    [first] = before.index.match(tokens[:64]).blocks
+    (tmp_path / f"{first.digest.hex()}.npz").unlink()  # say the crash came before the first block was written
+    (tmp_path / "torn.partial").write_bytes(b"PK")
+    after, _ = stored_cache(model, tmp_path)
+    assert len(after.index) == 0 and not list(tmp_path.iterdir())
 
 
 def test_untrimmable_caches_reuse_a_snapshot_at_the_end_of_system_and_tools():
@@ -178,27 +220,3 @@ def test_conversations_with_the_same_tools_share_their_prefix_when_tools_come_fi
         assert shared > tools_tokens, "the tools are not a shared prefix"
     else:
         assert shared < 10, "with the template's own order the system prompt comes first"
-
-
-def test_persistence_writes_a_shared_prefix_once_and_restores_every_conversation(model_and_tokenizer, tmp_path):
-    from cache import persistence
-
-    model, tokenizer = model_and_tokenizer
-    system = prompt(tokenizer, "Shared tools and instructions. ", 256)
-    conversations = [system + prompt(tokenizer, f"conversation {i} asks something. ", 70) for i in range(3)]
-    before = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
-    for tokens in conversations:
-        prefill_and_store(before, model, tokens)
-    assert persistence.save(before, tmp_path, "tiny") == 3
-    saved_tokens = sum(int(__import__("mlx.core").core.load(str(f))["0.0"].shape[2])
-                       for f in tmp_path.glob("*.safetensors"))
-    assert saved_tokens == 256 + 3 * 70, "the shared prefix was written more than once"
-
-    after = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
-    assert persistence.load(after, tmp_path, "tiny") == 3
-    for tokens in conversations:
-        follow_up = tokens + prompt(tokenizer, "next ", 5)
-        lease = after.lookup(follow_up)
-        assert lease.reused == len(tokens)
-        assert_continues_like_a_fresh_prefill(model, follow_up, lease)
-        after.release(lease)

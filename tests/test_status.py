@@ -1,6 +1,7 @@
 """Metrics and the status page in-process (fakeredis, a scripted worker); tests/integration has the real ones."""
 
 import json
+import time
 
 import fakeredis
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,9 +47,15 @@ def test_a_job_moves_the_counters(client, redis, running_worker):
     running_worker(ScriptedEngine(["Hello", " there"]))
     client.post("/v1/messages", json={"model": "claude-sonnet-4-6", "max_tokens": 20,
                                       "messages": [{"role": "user", "content": "hi"}]})
-    parsed = samples(client.get("/metrics").text)
-    finished = [v for (name, labels), v in parsed.items() if name == "hearth_jobs_total" and
-                ("outcome", "finished") in labels]
+    # The worker sends its counts just after the job's last event: the answer may arrive first.
+    deadline = time.monotonic() + 10
+    while True:
+        parsed = samples(client.get("/metrics").text)
+        finished = [v for (name, labels), v in parsed.items() if name == "hearth_jobs_total" and
+                    ("outcome", "finished") in labels]
+        if finished or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert finished == [1]
     assert sum(v for (name, _), v in parsed.items() if name == "hearth_generation_tokens_total") == 3
 

@@ -13,7 +13,7 @@ import time
 from jinja2 import TemplateError
 from mlx_lm import load
 
-from cache import persistence
+from cache.block_store import BlockStore, model_cache_dir
 from cache.block_index import common_prefix_length
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
@@ -89,15 +89,17 @@ class Engine:
             log.warning("model %s: its cache layers cannot merge into a batch; it decodes one sequence at a time, "
                         "beside the other models' batches", name)
         self._tools_first = tools_first
-        self._cache_dir = persistence.model_cache_dir(cache_dir, name) if cache_dir else None
-        if self._cache_dir:
-            persistence.load(self.prompt_cache, self._cache_dir, name)
+        # The cache's blocks reach disk as they are made: a worker that crashed comes back warm.
+        self.block_store = BlockStore(model_cache_dir(cache_dir, name), name) if cache_dir else None
+        if self.block_store:
+            self.block_store.attach(self.prompt_cache)
         self._warm_up()
         log.info("loaded model %s in %.1fs", name, time.perf_counter() - started)
 
     def save_cache(self):
-        if self._cache_dir:
-            persistence.save(self.prompt_cache, self._cache_dir, self.name)
+        """Wait for the blocks made so far to reach disk (they are written as they are made)."""
+        if self.block_store:
+            self.block_store.flush()
 
     def _warm_up(self):
         """MLX builds its kernels on first use: pay for it here, not in the first request.

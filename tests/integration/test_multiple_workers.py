@@ -60,9 +60,9 @@ class Cluster:
         self.apis.append(base_url)
         return base_url
 
-    def start_worker(self, name: str, model: str = BUNDLED_MODEL, **env):
+    def start_worker(self, name: str, model: str = BUNDLED_MODEL, home=None, **env):
         self.workers[name] = self._start("worker", name, HEARTH_WORKER_NAME=name, HEARTH_MODEL=model,
-                                         HEARTH_HOME=str(self.tmp.mktemp(name)), **env)
+                                         HEARTH_HOME=str(home or self.tmp.mktemp(name)), **env)
         wait_until(lambda: self.redis.exists(worker_heartbeat_key(name)), 120, f"worker {name}")
         # Each API sees live workers within a second; until then it does not know the model.
         for api in self.apis:
@@ -244,3 +244,19 @@ def test_a_job_cancelled_through_one_api_process_ends_its_stream_on_another(clus
                     assert httpx.delete(f"{second_api}/v1/jobs/{job_id}").status_code in (200, 202)
     assert events[-1] in ("message_stop", "error")  # the stream ended, through the API that never saw the cancel
     assert httpx.get(f"{second_api}/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_worker_killed_without_warning_comes_back_with_its_cache(cluster, tmp_path):
+    api = cluster.start_api()
+    cluster.start_worker("mac-a", home=tmp_path)
+    request = {"model": "hearth-tiny", "max_tokens": 4, "system": SYSTEM,
+               "messages": [{"role": "user", "content": "remember this"}]}
+    cold = httpx.post(api + "/v1/messages", json=request, timeout=60).json()["usage"]
+    wait_until(lambda: len(list((tmp_path / "prompt-cache").rglob("*.npz"))) * 128 >= cold["input_tokens"] - 128,
+               10, "the blocks on disk")
+    cluster.kill_worker("mac-a")  # no shutdown: nothing is saved now
+    cluster.start_worker("mac-a", home=tmp_path)
+    warm = httpx.post(api + "/v1/messages", json=dict(request, messages=[{"role": "user", "content": "and this"}]),
+                      timeout=60).json()["usage"]
+    assert cold["cache_read_input_tokens"] == 0
+    assert warm["cache_read_input_tokens"] >= 256, warm  # the system prompt's blocks, from disk
