@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, clients=connect) -> Starlette:
         with contextlib.suppress(RedisError):  # Redis may come up after the API: the task keeps trying
             await live_workers.refresh(app.state.redis)
         live_workers.start(app.state.redis)
-        app.state.jobs = JobQueue(sync_redis, settings, Placement(sync_redis, live_workers, settings.affinity_backlog))
+        placement = Placement(sync_redis, live_workers, settings.affinity_backlog) if settings.affinity else None
+        app.state.jobs = JobQueue(sync_redis, settings, placement)
         app.state.hub = LiveHub(app.state.redis)
         watch_shutdown_signals()
         log.info("API ready: models %s, Redis %s", ", ".join(app.state.router.served), settings.redis_url)

@@ -46,7 +46,7 @@ def wait_for(url: str, what: str, log: Path, timeout: float = 180):
 class HearthSystem:
     """redis-server, worker and API; `env` adds or overrides Hearth settings (HEARTH_MAX_BATCH=1, ...)."""
 
-    def __init__(self, workdir: Path, babbler: Path, name: str = "hearth", **env):
+    def __init__(self, workdir: Path, babbler: Path, name: str = "hearth", workers: int = 1, **env):
         workdir = workdir / name
         workdir.mkdir(parents=True, exist_ok=True)
         self.redis = start_redis_server(free_port(), workdir / "redis")
@@ -57,11 +57,22 @@ class HearthSystem:
         self.base_url = f"http://127.0.0.1:{port}"
         self.log = workdir / "hearth.log"
         log = open(self.log, "ab")
-        self.children = [subprocess.Popen([sys.executable, "-m", "hearth.cli", role], env=self.env, cwd=REPO,
-                                          stdout=log, stderr=subprocess.STDOUT) for role in ("worker", "api")]
+        # Several workers stand for several Macs: each its own name (its own queue and routing).
+        self.children = [subprocess.Popen([sys.executable, "-m", "hearth.cli", "worker"], cwd=REPO,
+                                          env=dict(self.env, HEARTH_WORKER_NAME=f"{name}-w{n}"),
+                                          stdout=log, stderr=subprocess.STDOUT) for n in range(workers)]
+        self.children.append(subprocess.Popen([sys.executable, "-m", "hearth.cli", "api"], env=self.env, cwd=REPO,
+                                              stdout=log, stderr=subprocess.STDOUT))
         self.http = httpx.Client(base_url=self.base_url, timeout=600)
         self.rq = Redis.from_url(self.redis.url)
         wait_for(self.base_url + "/healthz", "Hearth", self.log)
+        deadline = time.monotonic() + 180
+        while len(self.rq.keys("hearth:worker:*")) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {workers} workers came up; see {self.log}")
+            time.sleep(0.2)
+        if workers > 1:
+            time.sleep(1.5)  # the API's view of the live workers refreshes each second
 
     def status(self, job_id: str) -> str:
         """From rq directly, so that polling adds no HTTP traffic to what is measured."""

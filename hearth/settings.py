@@ -82,6 +82,7 @@ class Settings:
     worker_name: str = ""
     # A job routed to the worker whose cache holds its prompt waits this long (seconds) for it,
     # then any worker serving its model may take it.
+    affinity: bool = True  # route a conversation to the worker holding its prefix (off: any worker of its model)
     affinity_wait: float = 10.0
     # Jobs already waiting for a worker with no free slot beyond which the next goes to any worker.
     affinity_backlog: int = 2
@@ -120,6 +121,7 @@ class Settings:
             "tools_first": _env("HEARTH_TOOLS_FIRST", cls.tools_first, lambda v: v.lower() not in ("0", "false", "no")),
             "cache_dir": os.environ.get("HEARTH_CACHE_DIR", str(hearth_home() / "prompt-cache")),
             "worker_name": _env("HEARTH_WORKER_NAME", cls.worker_name),
+            "affinity": os.environ.get("HEARTH_AFFINITY", "1") != "0",
             "affinity_wait": _env("HEARTH_AFFINITY_WAIT", cls.affinity_wait, float),
             "affinity_backlog": _env("HEARTH_AFFINITY_BACKLOG", cls.affinity_backlog, int),
             "fault_injection": _env("HEARTH_FAULT_INJECTION", cls.fault_injection, lambda v: v == "1"),
