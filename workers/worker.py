@@ -287,10 +287,12 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         engines = {name: FaultInjectingEngine(engine, connection) for name, engine in engines.items()}
     rt = runtime.Runtime(settings=settings, engines=engines)
     runtime.install(rt)
-    # First: the worker sets the socket timeout its blocking dequeue needs on the pool,
-    # and a connection pooled before that would keep redis-py's default of 5 s.
-    name = worker_name(connection, settings)
-    reaper.forget_dead_worker(connection, name)  # this worker's previous life, if it crashed
+    # Its name, and rq's record of its previous life (if it crashed) cleared, over a client of their
+    # own: the worker sets the socket timeout its blocking dequeue needs on its pool, and a
+    # connection pooled before that would keep redis-py's default of 5 s.
+    with Redis.from_url(settings.redis_url) as setup:
+        name = worker_name(setup, settings)
+        reaper.forget_dead_worker(setup, name)
     worker = HearthWorker(connection, rt, name)
     # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
     reaper.fail_abandoned(connection, settings.event_ttl)

@@ -27,7 +27,12 @@ def tls_redis(tmp_path):
                                 "--tls-cert-file", tmp_path / "cert.pem", "--tls-key-file", tmp_path / "key.pem",
                                 "--tls-ca-cert-file", tmp_path / "cert.pem", "--tls-auth-clients", "no",
                                 "--requirepass", SECRET, "--save", "", "--dir", tmp_path],
-                               stdout=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        process.wait(1)
+        pytest.fail(f"this redis-server cannot serve TLS (build it with TLS): {process.stdout.read()[-300:]}")
+    except subprocess.TimeoutExpired:
+        pass  # running
     password = SECRET.replace(" ", "%20")
     url = f"rediss://:{password}@127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={tmp_path / 'cert.pem'}"
     wait_until(lambda: Redis.from_url(url).ping(), 10, "redis-server with TLS")

@@ -10,6 +10,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from hearth.contract import FAULT_KEY
 from tests.conftest import poll_job
@@ -114,8 +115,11 @@ def browser():
 def wait_for(driver, condition, what: str, timeout: float = 30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return
+        try:
+            if condition():
+                return
+        except StaleElementReferenceException:
+            pass  # the page re-rendered the row being read: read it again
         time.sleep(0.2)
     raise AssertionError(f"the page never showed {what}:\n{driver.find_element('tag name', 'body').text}")
 
