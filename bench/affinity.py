@@ -74,15 +74,14 @@ def make_trace(conversations: int, turns: int, tool_chars: int) -> list[list[str
 def run(system: HearthSystem, trace: list, shared: dict) -> list:
     histories = [[] for _ in trace]
     results = []
+    def send(n: int, turn: int, replies: dict):
+        histories[n].append({"role": "user", "content": trace[n][turn]})
+        request = {"model": MODEL, "max_tokens": 12, "temperature": 0, **shared, "messages": histories[n]}
+        replies[n] = stream_turn(system, request)
+
     for turn in range(len(trace[0])):
         replies = {}
-
-        def send(n):
-            histories[n].append({"role": "user", "content": trace[n][turn]})
-            request = {"model": MODEL, "max_tokens": 12, "temperature": 0, **shared, "messages": histories[n]}
-            replies[n] = stream_turn(system, request)
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(len(trace))]
+        threads = [threading.Thread(target=send, args=(n, turn, replies)) for n in range(len(trace))]
         for thread in threads:
             thread.start()
         for thread in threads:

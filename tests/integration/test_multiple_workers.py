@@ -5,7 +5,6 @@ HEARTH_WORKER_NAME, models and HEARTH_HOME (so their disk caches are apart, as
 on two machines).
 """
 
-import json
 import signal
 import subprocess
 import sys
@@ -66,7 +65,7 @@ class Cluster:
         wait_until(lambda: self.redis.exists(worker_heartbeat_key(name)), 120, f"worker {name}")
         # Each API sees live workers within a second; until then it does not know the model.
         for api in self.apis:
-            wait_until(lambda: model_key(model) in {m["id"] for m in httpx.get(api + "/v1/models").json()["data"]},
+            wait_until(lambda api=api: model_key(model) in {m["id"] for m in httpx.get(api + "/v1/models").json()["data"]},
                        10, f"{name}'s model listed")
 
     def kill_worker(self, name: str):
