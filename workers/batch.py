@@ -80,20 +80,14 @@ def kv_bytes_per_token(model) -> int:
     return max(sum(layer.nbytes for layer in kv) // positions, 1)
 
 
-class ModelBatch:
-    def __init__(self, engine, max_sequences: int, prefill_chunk: int, prompt_cache=None):
+class _Sequences:
+    """What both kinds of batch keep: their sequences by key, the prompt cache, a token's K/V size."""
+
+    def __init__(self, engine, prompt_cache=None):
         self.engine = engine
         self.prompt_cache = engine.prompt_cache if prompt_cache is None else prompt_cache
-        self._generator = BatchGenerator(
-            engine.model,
-            stop_tokens=[[t] for t in engine.tokenizer.eos_token_ids],
-            completion_batch_size=max_sequences,
-            prefill_batch_size=max_sequences,
-            prefill_step_size=prefill_chunk,
-        )
-        self._sequences: dict[str, _Sequence] = {}
-        self._keys: dict[int, str] = {}
         self._bytes_per_token = kv_bytes_per_token(engine.model)
+        self._sequences: dict[str, _Sequence] = {}
 
     def __len__(self):
         return len(self._sequences)
@@ -101,11 +95,27 @@ class ModelBatch:
     def __contains__(self, key):
         return key in self._sequences
 
+    def _new(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int) -> _Sequence:
+        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens)
+        return self._sequences[key]
+
+
+class ModelBatch(_Sequences):
+    def __init__(self, engine, max_sequences: int, prefill_chunk: int, prompt_cache=None):
+        super().__init__(engine, prompt_cache)
+        self._generator = BatchGenerator(
+            engine.model,
+            stop_tokens=[[t] for t in engine.tokenizer.eos_token_ids],
+            completion_batch_size=max_sequences,
+            prefill_batch_size=max_sequences,
+            prefill_step_size=prefill_chunk,
+        )
+        self._keys: dict[int, str] = {}
+
     def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0):
         """Start a sequence from its prompt `tokens`, generating at most `max_tokens`."""
-        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        sequence = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens)
-        self._sequences[key] = sequence
+        sequence = self._new(key, tokens, sampling, max_tokens, static_tokens)
         provider = self._prefilling_prefix_of(sequence.tokens)
         if provider is not None:
             log.info("sequence %s waits for the prefill of %s, whose prompt shares its prefix", key, provider.key)
@@ -234,7 +244,7 @@ class ModelBatch:
         self.prompt_cache.snapshot(list(context), kv)
 
 
-class SoloBatch:
+class SoloBatch(_Sequences):
     """For a model whose cache layers cannot merge into a batch (mlx-lm's server cannot batch those either).
 
     The same interface as ModelBatch, one sequence at a time: the others wait
@@ -244,24 +254,14 @@ class SoloBatch:
     """
 
     def __init__(self, engine, prefill_chunk: int, prompt_cache=None):
-        self.engine = engine
-        self.prompt_cache = engine.prompt_cache if prompt_cache is None else prompt_cache
+        super().__init__(engine, prompt_cache)
         self._chunk = prefill_chunk
         self._eos = set(engine.tokenizer.eos_token_ids)
-        self._bytes_per_token = kv_bytes_per_token(engine.model)
-        self._sequences: dict[str, _Sequence] = {}
         self._order: deque = deque()  # keys, the decoding one first
         self._current = None  # (sequence, its K/V, tokens left to prefill, generator, tokens generated)
 
-    def __len__(self):
-        return len(self._sequences)
-
-    def __contains__(self, key):
-        return key in self._sequences
-
     def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0):
-        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens)
+        self._new(key, tokens, sampling, max_tokens, static_tokens)
         self._order.append(key)
         if len(self._order) > 1:
             log.info("sequence %s waits: model %s decodes one sequence at a time", key, self.engine.name)

@@ -136,6 +136,13 @@ def hearth(hearth_env, tmp_path_factory):
     running.stop()
 
 
+@pytest.fixture
+def http(hearth):
+    """An HTTP client of the module's Hearth (the session's, or the module's own `hearth` fixture's)."""
+    with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
+        yield client
+
+
 def unfinished_job_ids(redis) -> set:
     """Jobs queued or started in any of Hearth's queues."""
     return {job_id for queue in hearth_queues(redis)

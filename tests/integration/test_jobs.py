@@ -7,7 +7,6 @@ import threading
 import time
 
 import anthropic
-import httpx
 import pytest
 
 from hearth.contract import worker_heartbeat_key
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.integration
 MAIN = "claude-opus-4-6"
 BABBLER = "claude-haiku-4-5"  # never ends by itself
 REQUEST = {"model": MAIN, "max_tokens": 60, "temperature": 0, "messages": [{"role": "user", "content": "hello"}]}
-
-
-@pytest.fixture
-def http(hearth):
-    with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
-        yield client
 
 
 def babble(http, priority="background"):

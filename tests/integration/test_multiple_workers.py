@@ -206,12 +206,17 @@ def test_a_job_queued_for_a_worker_that_dies_is_answered_by_another(cluster):
     assert Job.fetch(submitted, connection=cluster.redis).worker_name == other
 
 
-def test_a_stream_resumed_through_another_api_process_continues_without_a_gap(cluster):
+def two_apis_and_a_babbling_job(cluster, max_tokens: int) -> tuple[str, str, str]:
+    """Two API processes, one worker serving the babbler, and a job submitted through the first."""
     first_api, second_api = cluster.start_api(), cluster.start_api()
     cluster.start_worker("mac-a", cluster.babbler)
-    request = {"model": model_key(cluster.babbler), "max_tokens": 200,
-               "messages": [{"role": "user", "content": "tell me a long story"}]}
-    job_id = httpx.post(first_api + "/v1/jobs", json={"request": request}).json()["id"]
+    request = {"model": model_key(cluster.babbler), "max_tokens": max_tokens,
+               "messages": [{"role": "user", "content": "go on"}]}
+    return first_api, second_api, httpx.post(first_api + "/v1/jobs", json={"request": request}).json()["id"]
+
+
+def test_a_stream_resumed_through_another_api_process_continues_without_a_gap(cluster):
+    first_api, second_api, job_id = two_apis_and_a_babbling_job(cluster, max_tokens=200)
     seen = []
     with httpx.stream("GET", f"{first_api}/v1/jobs/{job_id}/events", timeout=60) as response:
         for line in response.iter_lines():
@@ -229,11 +234,7 @@ def test_a_stream_resumed_through_another_api_process_continues_without_a_gap(cl
 
 
 def test_a_job_cancelled_through_one_api_process_ends_its_stream_on_another(cluster):
-    first_api, second_api = cluster.start_api(), cluster.start_api()
-    cluster.start_worker("mac-a", cluster.babbler)
-    request = {"model": model_key(cluster.babbler), "max_tokens": 100_000,
-               "messages": [{"role": "user", "content": "go on forever"}]}
-    job_id = httpx.post(first_api + "/v1/jobs", json={"request": request}).json()["id"]
+    first_api, second_api, job_id = two_apis_and_a_babbling_job(cluster, max_tokens=100_000)
     events = []
     with httpx.stream("GET", f"{first_api}/v1/jobs/{job_id}/events", timeout=30) as response:
         for line in response.iter_lines():

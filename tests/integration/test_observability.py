@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
@@ -25,12 +24,6 @@ ARTIFACTS = REPO / ".cache" / "test-artifacts"
 @pytest.fixture(scope="module")
 def hearth(private_hearth):
     return private_hearth(HEARTH_FAULT_INJECTION="1")
-
-
-@pytest.fixture
-def http(hearth):
-    with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
-        yield client
 
 
 def scrape(http) -> dict:

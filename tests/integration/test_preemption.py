@@ -11,7 +11,6 @@ import threading
 import time
 
 import anthropic
-import httpx
 import pytest
 
 from tests.conftest import poll_job, sse_frames
@@ -26,12 +25,6 @@ SHORT = {"model": "claude-opus-4-6", "max_tokens": 8, "messages": [{"role": "use
 @pytest.fixture(scope="module")
 def hearth(private_hearth):
     return private_hearth(HEARTH_MAX_BATCH="2")
-
-
-@pytest.fixture
-def http(hearth):
-    with httpx.Client(base_url=hearth.base_url, timeout=120) as client:
-        yield client
 
 
 @pytest.fixture
