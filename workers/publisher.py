@@ -125,9 +125,10 @@ class EventPublisher:
         for kind, data in grown.items():
             # SETRANGE at a known offset, not APPEND: a flush retried after a lost reply writes the same bytes.
             pipe.setrange(partial_key(self.job_id, kind), self._partial_bytes[kind], data)
-            pipe.expire(partial_key(self.job_id, kind), self._ttl, nx=True)  # a key just made gets the job's TTL
+            if self._partial_bytes[kind] == 0:  # the key is made now: it gets the job's TTL (then refreshed with it)
+                pipe.expire(partial_key(self.job_id, kind), self._ttl)
         self._grown = {kind: len(data) for kind, data in grown.items()}
-        return 2 * len(grown)
+        return len(grown) + sum(self._partial_bytes[kind] == 0 for kind in grown)
 
     def _read(self, replies: list, read_flag: bool):
         for added in replies[:len(self.pending)]:
