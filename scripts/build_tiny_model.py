@@ -1,22 +1,34 @@
 """Build the tiny Qwen3-architecture model that Hearth ships and tests with.
 
     python scripts/build_tiny_model.py                        # models/hearth-tiny
-    python scripts/build_tiny_model.py --variant coder --init-from models/hearth-tiny --iters 160
+    python scripts/build_tiny_model.py --variant coder --init-from models/hearth-tiny --iters 400
 
 Two variants cover both tool-call formats: `qwen3` (models/hearth-tiny) thinks
-in `<think>` and calls tools in Qwen3's JSON; `coder` (models/hearth-tiny-coder)
+in `<think>` (or, with thinking off, answers after the template's empty think
+block) and calls tools in Qwen3's JSON; `coder` (models/hearth-tiny-coder)
 uses Qwen3-Coder's template: no thinking, XML tool calls.
 
-Three steps, all deterministic for the committed corpus and seeds:
+Three steps, all deterministic for the committed files and seeds:
 1. a byte-level BPE tokenizer trained with `tokenizers` on
    `models/tokenizer_corpus.txt` (English, Python and JSON, so token counts
-   resemble a real tokenizer's), with Qwen3's special tokens;
+   resemble a real tokenizer's) and the frozen conversations of
+   `models/tokenizer_conversations.jsonl`, with Qwen3's special tokens;
 2. a 2-layer Qwen3 model (2 layers, not 1: a 1-layer model prefills for free
    on MLX and would make cache benchmarks meaningless);
-3. a short full fine-tune with mlx-lm's trainer on synthetic conversations
-   (`tiny_model_data.py`), so that it answers in `<think>`, then text, calls a
-   tool when asked, and ends its turn with `<|im_end|>`.
+3. a full fine-tune with mlx-lm's trainer on synthetic conversations
+   (`tiny_model_data.py`), half thinking, half not, so that it thinks when
+   asked to and only then, answers briefly, calls a tool when asked to act,
+   and ends its turn with `<|im_end|>`.
 
+On Linux, the `mlx[cpu]` wheel carries the reference BLAS, and its matrix
+products are some 50 times slower than OpenBLAS's on this model's shapes.
+With Debian's OpenBLAS preloaded (`apt-get install libopenblas0-pthread`),
+a build takes about a fifth of the time:
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 python scripts/build_tiny_model.py
+
+Another BLAS sums in another order, so its weights differ in their last
+bits; with either, two builds are identical.
 `--refresh-corpus` rewrites the corpus from this Python's standard library.
 """
 
@@ -28,16 +40,20 @@ import sysconfig
 from pathlib import Path
 
 import mlx.core as mx
-import numpy as np
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_flatten
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).parent))
-import tiny_model_data  # noqa: E402
+import tiny_model_data
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "models" / "tokenizer_corpus.txt"
+# Chat-formatted JSON for the tokenizer, one conversation a line: frozen, so
+# that a change to the training conversations leaves the tokenizer (and every
+# token count measured with it) as it is.
+CONVERSATIONS = ROOT / "models" / "tokenizer_conversations.jsonl"
 TEMPLATES = {"qwen3": Path(__file__).parent / "qwen3_chat_template.jinja",
              "coder": Path(__file__).parent / "qwen3_coder_chat_template.jinja"}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -83,7 +99,7 @@ def train_tokenizer(out, variant):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    conversations = [json.dumps(c) for c in tiny_model_data.chat_examples(seed=1, count=300)]
+    conversations = CONVERSATIONS.read_text(encoding="utf-8").splitlines()
     tokenizer.train_from_iterator([CORPUS.read_text(encoding="utf-8"), *conversations], trainer)
     tokenizer.add_tokens(ADDED_TOKENS)
     tokenizer.save(str(out / "tokenizer.json"))
@@ -126,7 +142,9 @@ def init_weights(out, init_from=None):
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
 
 
-ANSWER_WINDOW = 64
+ANSWER_WINDOW = 96
+ITERS = 1200
+LEARNING_RATE = 3e-3
 
 
 def answer_window_loss(model, batch, lengths):
@@ -136,7 +154,7 @@ def answer_window_loss(model, batch, lengths):
     position is most of a step's cost on a CPU; the answer sits in a window
     after each example's prompt offset, so gather that window first.
     """
-    import mlx.nn as nn
+    from mlx import nn
 
     inputs, targets = batch[:, :-1], batch[:, 1:]
     hidden = model.model(inputs)
@@ -153,24 +171,42 @@ def answer_window_loss(model, batch, lengths):
     return ce.astype(mx.float32).sum() / ntoks, ntoks
 
 
-def fine_tune(out, iters, variant):
+def chat_turns(examples, tokenizer):
+    """mlx-lm's ChatDataset with two changes: each example says whether it thinks
+    (Qwen3's `enable_thinking`), and its last turn is tokenized apart from the
+    prompt, as at inference (BPE would merge the `</think>\n\n` that ends a
+    thinking-off prompt with the answer's first word)."""
+    from mlx_lm.tuner.datasets import ChatDataset
+
+    class ChatTurns(ChatDataset):
+        def process(self, example):
+            messages = example["messages"]
+            options = {"tools": example["tools"], "tokenize": False, "enable_thinking": example["thinking"]}
+            whole = self.tokenizer.apply_chat_template(messages, **options)
+            prompt = self.tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, **options)
+            assert whole.startswith(prompt), (prompt, whole)
+            head = self.tokenizer.encode(prompt, add_special_tokens=False)
+            return head + self.tokenizer.encode(whole[len(prompt):], add_special_tokens=False), len(head)
+
+    turns = ChatTurns(examples, tokenizer, mask_prompt=True)
+    return [turns.process(example) for example in examples]
+
+
+def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE):
     from mlx_lm import load
-    from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
     mx.random.seed(0)
     np.random.seed(0)  # mlx-lm's batch iterator shuffles with numpy
     model, tokenizer = load(str(out))
-    thinking = variant == "qwen3"
-    examples = tiny_model_data.chat_examples(seed=2, count=2000, thinking=thinking)
-    train_set = CacheDataset(ChatDataset(examples, tokenizer, mask_prompt=True))
-    valid_set = CacheDataset(ChatDataset(tiny_model_data.chat_examples(seed=3, count=64, thinking=thinking),
-                                         tokenizer, mask_prompt=True))
+    train_set = chat_turns(tiny_model_data.chat_examples(seed=2, count=8000, variant=variant), tokenizer)
+    valid_set = chat_turns(tiny_model_data.chat_examples(seed=3, count=64, variant=variant), tokenizer)
     args = TrainingArgs(
         batch_size=8, iters=iters, val_batches=4, steps_per_report=25, steps_per_eval=iters,
         steps_per_save=iters + 1, max_seq_length=1024, adapter_file=str(out / "unused.safetensors"),
     )
-    optimizer = optim.AdamW(learning_rate=optim.cosine_decay(3e-3, iters, 3e-4), weight_decay=0.0)
+    optimizer = optim.AdamW(learning_rate=optim.cosine_decay(learning_rate, iters, learning_rate / 10),
+                            weight_decay=0.0)
     model.train()
     train(model, optimizer, train_set, valid_set, args=args, loss=answer_window_loss)
     (out / "unused.safetensors").unlink(missing_ok=True)
@@ -182,7 +218,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", choices=sorted(TEMPLATES), default="qwen3")
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--iters", type=int, default=250)
+    parser.add_argument("--iters", type=int, default=ITERS)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--refresh-corpus", action="store_true")
     parser.add_argument("--init-from", type=Path, help="start from this build's weights (same tokenizer)")
     args = parser.parse_args()
@@ -194,7 +231,7 @@ def main():
     vocab = train_tokenizer(args.out, args.variant)
     write_config(args.out, vocab)
     init_weights(args.out, args.init_from)
-    fine_tune(args.out, args.iters, args.variant)
+    fine_tune(args.out, args.iters, args.variant, args.learning_rate)
     print(f"built {args.out}")
 
 

@@ -1,15 +1,26 @@
 """Synthetic conversations that teach the bundled tiny model its manners.
 
 The model is far too small to know anything; what it must learn is the shape
-of a Qwen3 answer: open a `<think>` block, close it, answer briefly, and end
-the turn with `<|im_end|>`; call a tool when asked to run, list or read
-something. Everything here is deterministic for a given seed.
+of a Qwen3 answer: think in `<think>` (or, with thinking off, answer after the
+template's empty think block), answer briefly, end the turn with
+`<|im_end|>`, and, when asked to act on a path, a command, an address or some
+text, call one of the tools offered with the arguments its schema requires.
+
+Tools vary per conversation (names in several styles, descriptions,
+parameter names, optional parameters, order, Claude Code's own among them).
+Every word list comes in two parts: TRAINING feeds the build, HELD_OUT only
+`held_out_cases` (what scripts/evaluate_tiny_model.py measures): tool names,
+parameter names, request phrasings, subjects and values the model never saw.
+
+Everything here is deterministic for a given seed.
 """
 
 import json
 import random
+from dataclasses import dataclass
 
-TOOLS = [
+# Claude Code's own tools, as the integration tests offer them.
+CLAUDE_CODE_TOOLS = [
     {
         "type": "function",
         "function": {
@@ -53,120 +64,351 @@ TOOLS = [
         },
     },
 ]
+# The verb a user asks each of them with, and the kind of value it takes.
+CLAUDE_CODE_ACTIONS = {"Bash": ("run", "command"), "Read": ("read", "path"), "LS": ("list", "dir")}
 
-SUBJECTS = [
-    "a linked list", "recursion", "a hash map", "the event loop", "a unit test", "a race condition",
-    "garbage collection", "a binary search", "dependency injection", "a Redis stream", "a REST API",
-    "a git rebase", "a memory leak", "a closure", "type hints", "a context manager", "a decorator",
-    "an HTTP header", "a database index", "a merge conflict", "a Python generator", "a mutex",
-]
-GREETINGS = ["hello", "hi", "hey there", "good morning", "hello, who are you?", "hi! are you there?"]
-QUESTIONS = [
-    "What is {s}?", "Explain {s} in one sentence.", "Can you tell me about {s}?",
-    "Why would I use {s}?", "How does {s} work?", "Give me a short note on {s}.",
-]
-ANSWERS = [
+
+@dataclass(frozen=True)
+class Words:
+    """One side of the split: everything a conversation is made of."""
+
+    # (verb, noun, kind of value it acts on); "pair" kinds take two values.
+    actions: tuple
+    # Parameter names for each kind of value.
+    parameters: dict
+    requests: tuple  # "{verb}" and "{value}"
+    pair_requests: tuple  # "{verb}", "{first}" and "{second}"
+    questions: tuple  # "{s}"
+    greetings: tuple
+    subjects: tuple
+    values: dict  # kind -> callable(rng) -> str
+    mcp_servers: tuple  # MCP tools are named mcp__<server>__<tool>
+
+
+def _path(stems, exts, dirs):
+    def make(rng):
+        name = f"{rng.choice(stems)}.{rng.choice(exts)}"
+        return name if rng.random() < 0.3 else f"{rng.choice(dirs)}/{name}"
+    return make
+
+
+def _dir(dirs, subs):
+    return lambda rng: rng.choice(dirs) if rng.random() < 0.5 else f"{rng.choice(dirs)}/{rng.choice(subs)}"
+
+
+def _url(hosts, pages):
+    return lambda rng: f"https://{rng.choice(hosts)}/{rng.choice(pages)}"
+
+
+def _quoted(words):
+    return lambda rng: '"' + " ".join(rng.sample(words, rng.randrange(1, 4))) + '"'
+
+
+TRAINING = Words(
+    actions=(
+        ("read", "file", "path"), ("open", "file", "path"), ("delete", "file", "path"), ("edit", "file", "path"),
+        ("view", "file", "path"), ("check", "file", "path"), ("upload", "file", "path"), ("count", "lines", "path"),
+        ("list", "directory", "dir"), ("create", "directory", "dir"), ("clean", "folder", "dir"),
+        ("watch", "folder", "dir"), ("run", "command", "command"), ("execute", "command", "command"),
+        ("start", "process", "command"), ("time", "command", "command"), ("open", "page", "url"),
+        ("get", "url", "url"), ("ping", "host", "url"), ("check", "link", "url"), ("search", "code", "query"),
+        ("find", "text", "query"), ("grep", "pattern", "query"), ("look", "up", "query"),
+        ("write", "file", "pair_text_path"), ("save", "note", "pair_text_path"), ("append", "line", "pair_text_path"),
+        ("move", "file", "pair_path_path"), ("copy", "file", "pair_path_path"), ("link", "file", "pair_path_path"),
+    ),
+    parameters={
+        "path": ("path", "file_path", "file", "filename", "target"),
+        "dir": ("path", "directory", "dir", "folder"),
+        "command": ("command", "cmd", "script"),
+        "url": ("url", "link", "address", "page"),
+        "query": ("query", "pattern", "text", "term"),
+        "text": ("content", "text", "body", "line"),
+        "source": ("source", "src", "from_path"),
+        "destination": ("destination", "dest", "to_path"),
+    },
+    requests=(
+        "{Verb} {value}.", "Please {verb} {value}.", "Can you {verb} {value}?", "Could you {verb} {value} for me?",
+        "I need you to {verb} {value}.", "{Verb} {value}, please.", "Now {verb} {value}.", "Let's {verb} {value}.",
+        "Please {verb} {value} now.", "Can you please {verb} {value}?", "Next, {verb} {value}.",
+        "You should {verb} {value}.",
+    ),
+    pair_requests=(
+        "{Verb} {first} to {second}.", "Please {verb} {first} to {second}.", "Can you {verb} {first} to {second}?",
+        "I need you to {verb} {first} to {second}.",
+    ),
+    questions=(
+        "What is {s}?", "Explain {s} in one sentence.", "Can you tell me about {s}?", "Why would I use {s}?",
+        "How does {s} work?", "Give me a short note on {s}.", "What are the pros of {s}?", "Is {s} useful?",
+    ),
+    greetings=("hello", "hi", "hey there", "good morning", "hello, who are you?", "hi! are you there?", "thanks!"),
+    subjects=(
+        "a linked list", "recursion", "a hash map", "the event loop", "a unit test", "a race condition",
+        "garbage collection", "a binary search", "dependency injection", "a Redis stream", "a REST API",
+        "a git rebase", "a memory leak", "a closure", "type hints", "a context manager", "a decorator",
+        "an HTTP header", "a database index", "a merge conflict", "a Python generator", "a mutex",
+    ),
+    values={
+        "path": _path(("main", "app", "server", "utils", "config", "README", "setup", "index", "models", "notes",
+                       "test_api", "views", "Makefile", "data", "schema", "cli"),
+                      ("py", "md", "txt", "json", "toml", "js", "yaml", "cfg"),
+                      ("src", "app", "docs", "tests", "lib", "/tmp", "scripts", "/home/me/project")),
+        "dir": _dir(("src", "tests", "docs", "app", "scripts", ".", "/tmp", "lib", "/var/log"),
+                    ("utils", "models", "static", "old", "api")),
+        "command": lambda rng: rng.choice(("pytest -q", "ls -la", "git status", "make test", "python main.py",
+                                           "npm test", "git log -n 3", "df -h", "pip list", "echo hi",
+                                           "uname -a", "git diff", "make build", "whoami")),
+        "url": _url(("example.com", "docs.python.org", "github.com", "localhost:8000", "api.site.dev"),
+                    ("index.html", "docs", "status", "v1/items", "about", "README")),
+        "query": _quoted(("TODO", "import", "error", "config", "main", "login", "cache", "retry", "user", "test")),
+        "text": _quoted(("hello", "world", "done", "fix", "the", "bug", "remember", "milk", "ship", "today")),
+    },
+    mcp_servers=("files", "shell", "web", "git", "github"),
+)
+
+HELD_OUT = Words(
+    actions=(
+        ("fetch", "page", "url"), ("download", "resource", "url"), ("inspect", "document", "path"),
+        ("summarize", "document", "path"), ("scan", "folder", "dir"), ("launch", "program", "command"),
+        ("query", "index", "query"), ("rename", "item", "pair_path_path"), ("store", "snippet", "pair_text_path"),
+        ("tail", "log", "path"), ("compress", "folder", "dir"), ("invoke", "shell", "command"),
+    ),
+    parameters={
+        "path": ("filepath", "location", "document"),
+        "dir": ("root", "base_dir", "folder_name"),
+        "command": ("shell_command", "program", "invocation"),
+        "url": ("uri", "endpoint", "href"),
+        "query": ("keywords", "search_terms", "needle"),
+        "text": ("snippet", "payload", "contents"),
+        "source": ("old_name", "original"),
+        "destination": ("new_name", "renamed_to"),
+    },
+    requests=(
+        "Would you {verb} {value}?", "Go ahead and {verb} {value}.", "I'd like you to {verb} {value}.",
+        "Time to {verb} {value}.", "Kindly {verb} {value}.", "Quick one: {verb} {value}.",
+        "Help me {verb} {value}.", "Your task: {verb} {value}.",
+    ),
+    pair_requests=("Would you {verb} {first} to {second}?", "Go ahead and {verb} {first} to {second}."),
+    questions=(
+        "What does {s} mean?", "Is {s} hard to learn?", "Tell me briefly about {s}.",
+        "When should I avoid {s}?", "Describe {s} in plain words.", "Who invented {s}?",
+    ),
+    greetings=("good evening", "hey, how are you?", "yo!", "greetings"),
+    subjects=(
+        "a semaphore", "tail recursion", "a bloom filter", "an enum", "a lambda", "a coroutine", "a heap",
+        "a trie", "a cron job", "a load balancer", "a checksum", "an interpreter",
+    ),
+    values={
+        "path": _path(("report", "invoice", "Dockerfile", "router", "handlers", "LICENSE", "styles", "queue"),
+                      ("rs", "go", "csv", "ini", "log", "css"), ("pkg", "cmd", "web", "/etc", "assets")),
+        "dir": _dir(("pkg", "cmd", "web", "assets", "/etc", "build"), ("cache", "vendor", "fixtures")),
+        "command": lambda rng: rng.choice(("cargo test", "docker ps", "go vet ./...", "du -sh .", "npm run lint",
+                                           "ruff check .", "top -bn1", "date")),
+        "url": _url(("rust-lang.org", "news.ycombinator.com", "pypi.org", "127.0.0.1:9000"),
+                    ("blog", "health", "simple/rq", "en/latest")),
+        "query": _quoted(("deadline", "invoice", "socket", "timeout", "panic", "queue", "unwrap", "token")),
+        "text": _quoted(("call", "mom", "release", "notes", "alpha", "beta", "ready", "lunch")),
+    },
+    mcp_servers=("workspace", "ops"),
+)
+
+
+NAME_STYLES = (
+    lambda verb, noun: f"{verb}_{noun}",
+    lambda verb, noun: verb[0].upper() + verb[1:] + noun[0].upper() + noun[1:],
+    lambda verb, noun: verb + noun[0].upper() + noun[1:],
+    lambda verb, noun: verb[0].upper() + verb[1:],
+)
+DESCRIPTIONS = (
+    "{Verb}s a {noun}.", "Use this tool to {verb} a {noun}.", "{Verb} the given {noun} and return the result.",
+    "A tool that can {verb} a {noun}. Results may be truncated.",
+    "Usage notes: call this to {verb} a {noun}; prefer it over asking the user.",
+)
+OPTIONAL_PARAMETERS = (("limit", "integer"), ("timeout", "number"), ("verbose", "boolean"), ("encoding", "string"))
+ANSWERS = (
     "{S} is a common idea in programming. It keeps code simple when used with care.",
     "In short, {s} helps you structure a program. Use it when it makes the code clearer.",
     "{S} is worth knowing well. Start small, test it, and read the documentation.",
     "Think of {s} as a tool: it solves one problem well and adds cost when overused.",
-]
-THOUGHTS = [
+)
+QUESTION_THOUGHTS = (
     "The user asks about {s}. I should answer briefly and clearly.",
     "This is a question about {s}. A short explanation is enough.",
     "The user wants to know about {s}. Keep the answer to a sentence or two.",
-]
-FILES = ["README.md", "setup.py", "main.py", "app/server.py", "docs/index.md", "tests/test_api.py", "Makefile"]
-DIRS = ["src", "tests", "docs", "app", "scripts", "."]
-COMMANDS = ["pytest -q", "ls -la", "git status", "make test", "python main.py", "npm test", "git log -n 3"]
+)
+SYSTEM_PROMPTS = (None, None, "You are a helpful coding assistant.", "You are Hearth, a local assistant.",
+                  "You are an agent. Use the tools when the user asks you to act.")
 
 
-def _tool_turn(rng):
-    """A user request that calls for a tool: (prompt, tool name, arguments, result, reply)."""
-    kind = rng.choice(["run", "list", "read"])
-    if kind == "run":
-        command = rng.choice(COMMANDS)
-        prompt = rng.choice(["Run `{c}`.", "Please run {c} for me.", "Can you run {c}?"]).format(c=command)
-        return prompt, "Bash", {"command": command}, "exit code 0", f"I ran `{command}`. It finished without errors."
-    if kind == "list":
-        path = rng.choice(DIRS)
-        prompt = rng.choice(["List the files in {p}.", "What files are in {p}?", "Show me the directory {p}."]).format(p=path)
-        return prompt, "LS", {"path": path}, "main.py\nREADME.md\ntests", f"The directory {path} holds main.py, README.md and tests."
-    path = rng.choice(FILES)
-    prompt = rng.choice(["Read {p}.", "Show me what is in {p}.", "Open the file {p} and read it."]).format(p=path)
-    return prompt, "Read", {"file_path": path}, "1  print('hello')", f"The file {path} prints a greeting."
+def _capitalized(text):
+    return text[0].upper() + text[1:]
 
 
-EXTRA_TOOLS = ["Write", "Edit", "Grep", "Glob", "WebFetch", "TodoWrite", "Task", "NotebookEdit"]
-DESCRIPTIONS = [
-    "Use this tool when the task needs it.", "A tool of the coding agent.",
-    "Performs an operation on the user's workspace and returns the result as text.",
-    "Usage notes: always prefer this tool over asking the user. Results may be truncated.",
-]
+@dataclass
+class Tool:
+    schema: dict
+    verb: str
+    kind: str
+
+    @property
+    def name(self):
+        return self.schema["function"]["name"]
+
+    @property
+    def required(self):
+        return self.schema["function"]["parameters"]["required"]
 
 
-def _think(text):
-    return f"<think>\n{text}\n</think>\n\n"
+def make_tool(rng, words, verb, noun, kind):
+    """A tool schema for this action: its name, description and parameters drawn from `words`."""
+    name = rng.choice(NAME_STYLES)(verb, noun)
+    if rng.random() < 0.15:
+        name = f"mcp__{rng.choice(words.mcp_servers)}__{verb}_{noun}"
+    value_kinds = {"pair_text_path": ("text", "path"), "pair_path_path": ("source", "destination")}.get(kind, (kind,))
+    required = []
+    for value_kind in value_kinds:
+        choices = [p for p in words.parameters[value_kind] if p not in required]
+        required.append(rng.choice(choices))
+    properties = {p: {"type": "string", "description": f"The {p.replace('_', ' ')}"} for p in required}
+    for extra, kind_of in rng.sample(OPTIONAL_PARAMETERS, rng.randrange(0, 3)):
+        properties[extra] = {"type": kind_of, "description": f"Optional {extra}"}
+    description = rng.choice(DESCRIPTIONS).format(verb=verb, Verb=_capitalized(verb), noun=noun)
+    schema = {"type": "function", "function": {"name": name, "description": description, "parameters": {
+        "type": "object", "properties": properties, "required": required}}}
+    return Tool(schema, verb, kind)
 
 
-def _tool_set(rng):
-    """The three tools the model must use, with varied descriptions, among others, in any order."""
+def _value(rng, words, kind):
+    if kind == "pair_text_path":
+        return words.values["text"](rng), words.values["path"](rng)
+    if kind == "pair_path_path":
+        return words.values["path"](rng), words.values["path"](rng)
+    return (words.values[kind](rng),)
+
+
+def offered_tools(rng, words, count, include_claude_code=False):
+    """`count` tools for distinct actions, in any order; Claude Code's own among them now and then."""
     tools = []
-    for tool in TOOLS:
-        function = dict(tool["function"])
-        if rng.random() < 0.5:
-            function["description"] = rng.choice(DESCRIPTIONS) + " " + function["description"]
-        tools.append({"type": "function", "function": function})
-    for name in rng.sample(EXTRA_TOOLS, rng.randrange(0, 4)):
-        tools.append({"type": "function", "function": {
-            "name": name, "description": rng.choice(DESCRIPTIONS),
-            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}})
+    if include_claude_code:
+        for schema in rng.sample(CLAUDE_CODE_TOOLS, rng.randrange(1, 4)):
+            verb, kind = CLAUDE_CODE_ACTIONS[schema["function"]["name"]]
+            tools.append(Tool(schema, verb, kind))
+    verbs = {tool.verb for tool in tools}
+    actions = rng.sample(words.actions, len(words.actions))
+    while len(tools) < count:
+        verb, noun, kind = actions.pop()
+        if verb not in verbs:
+            verbs.add(verb)
+            tools.append(make_tool(rng, words, verb, noun, kind))
     rng.shuffle(tools)
     return tools
 
 
-def chat_example(rng, thinking=True):
-    """One training conversation in the Hugging Face chat format.
+def action_request(rng, words, tool):
+    """What a user says to have `tool` used, and the arguments the call should carry."""
+    values = _value(rng, words, tool.kind)
+    if len(values) == 2:
+        text = rng.choice(words.pair_requests).format(verb=tool.verb, Verb=_capitalized(tool.verb),
+                                                      first=values[0], second=values[1])
+    else:
+        template = rng.choice(words.requests)
+        text = template.format(verb=tool.verb, Verb=_capitalized(tool.verb), value=values[0])
+    return text, {name: value.strip('"') for name, value in zip(tool.required, values)}
 
-    `thinking=False` is for the Qwen3-Coder variant, which answers without thinking.
+
+def question(rng, words):
+    """A plain question (or a greeting) and the short answer it gets."""
+    if rng.random() < 0.2:
+        return rng.choice(words.greetings), "The user greets me. I should greet them back.", \
+            "Hello! How can I help you today?"
+    subject = rng.choice(words.subjects)
+    return (rng.choice(words.questions).format(s=subject), rng.choice(QUESTION_THOUGHTS).format(s=subject),
+            rng.choice(ANSWERS).format(s=subject, S=_capitalized(subject)))
+
+
+def _leading_system_turns(system, tools):
+    """As Hearth renders them (workers/engine.py): with tools, an empty system turn leads, for the tools."""
+    if not system:
+        return []
+    if tools:
+        return [{"role": "system", "content": ""}, {"role": "system", "content": system}]
+    return [{"role": "system", "content": system}]
+
+
+def _with_thinking(thinking, thought, text=""):
+    return f"<think>\n{thought}\n</think>\n\n{text}" if thinking else text
+
+
+def chat_example(rng, variant="qwen3"):
+    """One training conversation in the Hugging Face chat format, plus whether it thinks.
+
+    The qwen3 variant thinks in half its conversations (the other half render,
+    as Qwen3 does with thinking off, an empty think block); the coder variant
+    never thinks.
     """
-    think = _think if thinking else (lambda text: "")
-    # The thinking variant keeps the data its committed weights were trained on;
-    # the coder variant sees varied tool sets (descriptions, extra tools, order).
-    tool_set = (lambda _: TOOLS) if thinking else _tool_set
-    system = rng.choice([None, "You are a helpful coding assistant.", "You are Hearth, a local assistant."])
-    messages = [{"role": "system", "content": system}] if system else []
+    thinking = variant == "qwen3" and rng.random() < 0.5
+    system = rng.choice(SYSTEM_PROMPTS)
     roll = rng.random()
+    tools = offered_tools(rng, TRAINING, rng.randrange(1, 5), include_claude_code=rng.random() < 0.3)
     if roll < 0.45:
-        subject = rng.choice(SUBJECTS)
-        question = rng.choice(QUESTIONS + GREETINGS).format(s=subject)
-        if question in GREETINGS:
-            thought, answer = "The user greets me. I should greet them back.", "Hello! How can I help you today?"
-        else:
-            thought = rng.choice(THOUGHTS).format(s=subject)
-            answer = rng.choice(ANSWERS).format(s=subject, S=subject[0].upper() + subject[1:])
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": think(thought) + answer}]
-        return {"messages": messages, "tools": tool_set(rng) if rng.random() < 0.15 else None}
+        prompt, thought, answer = question(rng, TRAINING)
+        schemas = [t.schema for t in tools] if rng.random() < 0.7 else None
+        messages = _leading_system_turns(system, schemas) + [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": _with_thinking(thinking, thought, answer)}]
+        return {"messages": messages, "tools": schemas, "thinking": thinking}
 
-    prompt, name, arguments, result, reply = _tool_turn(rng)
-    call = {"type": "function", "function": {"name": name, "arguments": arguments}}
-    messages.append({"role": "user", "content": prompt})
-    thought = f"The user wants me to use the {name} tool. I will call it."
-    messages.append({"role": "assistant", "content": think(thought), "tool_calls": [call]})
-    tools = tool_set(rng)
-    if roll < 0.75:
+    messages = _leading_system_turns(system, tools)
+    tool = rng.choice(tools)
+    prompt, arguments = action_request(rng, TRAINING, tool)
+    thought = f"The user wants me to {tool.verb} something. The {tool.name} tool does that; I will call it."
+    if rng.random() < 0.5:
+        thought = f"I will call {tool.name} with {', '.join(arguments)}."
+    call = {"type": "function", "function": {"name": tool.name, "arguments": arguments}}
+    messages += [{"role": "user", "content": prompt},
+                 {"role": "assistant", "content": _with_thinking(thinking, thought), "tool_calls": [call]}]
+    if roll < 0.8:
         # Stop at the call: the model learns to emit it and end the turn.
-        return {"messages": messages, "tools": tools}
-    messages.append({"role": "tool", "content": result})
-    messages.append({"role": "assistant", "content": think("The tool returned its output. I will summarise it.") + reply})
-    return {"messages": messages, "tools": tools}
+        return {"messages": messages, "tools": [t.schema for t in tools], "thinking": thinking}
+    messages.append({"role": "tool", "content": "ok\n" + "\n".join(arguments.values())})
+    reply = f"Done: {tool.name} finished without errors."
+    messages.append({"role": "assistant", "content": _with_thinking(
+        thinking, "The tool returned its output. I will summarise it.", reply)})
+    return {"messages": messages, "tools": [t.schema for t in tools], "thinking": thinking}
 
 
-def chat_examples(seed, count, thinking=True):
+def chat_examples(seed, count, variant="qwen3"):
     rng = random.Random(seed)
-    return [chat_example(rng, thinking) for _ in range(count)]
+    return [chat_example(rng, variant) for _ in range(count)]
+
+
+@dataclass
+class HeldOutCase:
+    prompt: str
+    tools: list  # schemas
+    # For an action: the tool it is about and its arguments; None for a plain question.
+    expected_tool: str | None = None
+    expected_arguments: dict | None = None
+
+
+def held_out_cases(seed=7, actions=40, questions=20):
+    """Requests in phrasings, with tool schemas, that the training data does not contain.
+
+    Each offers two or three held-out tools; an action request is about one of them.
+    """
+    rng = random.Random(seed)
+    cases = []
+    for i in range(actions + questions):
+        tools = offered_tools(rng, HELD_OUT, rng.randrange(2, 4))
+        schemas = [t.schema for t in tools]
+        if i < actions:
+            tool = rng.choice(tools)
+            prompt, arguments = action_request(rng, HELD_OUT, tool)
+            cases.append(HeldOutCase(prompt, schemas, tool.name, arguments))
+        else:
+            cases.append(HeldOutCase(question(rng, HELD_OUT)[0], schemas))
+    return cases
 
 
 def tools_json():
     """The tool schemas as one JSON text, for the tokenizer corpus."""
-    return json.dumps(TOOLS, indent=2)
+    return json.dumps(CLAUDE_CODE_TOOLS, indent=2)

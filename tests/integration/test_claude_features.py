@@ -17,7 +17,7 @@ GREEDY = {"temperature": 0}  # the SDK no longer takes temperature as an argumen
 # The tool schemas the tiny model was trained with, in Anthropic's shape: a 2-layer
 # model cannot generalize to arbitrary tools, and the plumbing is what is under test.
 TOOLS = [{"name": t["function"]["name"], "description": t["function"]["description"],
-          "input_schema": t["function"]["parameters"]} for t in tiny_model_data.TOOLS]
+          "input_schema": t["function"]["parameters"]} for t in tiny_model_data.CLAUDE_CODE_TOOLS]
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_the_openai_sdk_accumulates_reasoning_text_and_tool_calls(hearth):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices)
     assert text.strip() and reasoning.strip()
-    openai_tools = [{"type": "function", "function": t["function"]} for t in tiny_model_data.TOOLS]
+    openai_tools = [{"type": "function", "function": t["function"]} for t in tiny_model_data.CLAUDE_CODE_TOOLS]
     with client.chat.completions.stream(model="hearth-tiny", temperature=0, tools=openai_tools,
                                         messages=[{"role": "user", "content": "List the files in src."}]) as stream:
         for _ in stream:

@@ -1,0 +1,158 @@
+"""Measure the bundled model's manners on requests it was never trained on.
+
+    python scripts/evaluate_tiny_model.py [MODEL_DIR]       # default: models/hearth-tiny
+
+Greedy, through Hearth's own path: the worker's Engine renders each request
+(chat template, tools first) and decodes it in a batch, and the stream parser
+turns the output into the content blocks a client receives. The requests are
+`tiny_model_data.held_out_cases()`: tool names, parameters, phrasings,
+subjects and values that the training data does not contain. For each
+thinking mode it prints:
+
+- calls that parse: action requests answered with a tool_use block (a call
+  whose JSON parses, whatever tool it names);
+- good calls: action requests answered with a parseable call to an offered
+  tool carrying every argument that tool requires (and the share that picked
+  the very tool the request was about, with the expected arguments);
+- questions calling: plain questions answered with a tool call;
+- think tags in the answer: answers that write `<think>` or `</think>` after
+  their thinking (the stream parser drops such stray tags; the model should
+  not write them);
+- thinking-on answers that open with a thinking block, thinking-off answers
+  that have none.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_model_data
+
+from hearth.contract import GenerationRequest
+from workers.batch import Sampling
+from workers.engine import Engine
+from workers.stream_parser import BlockDelta, BlockStart, StreamParser
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "hearth-tiny"
+MAX_TOKENS = 160
+
+
+@dataclass
+class Answer:
+    case: tiny_model_data.HeldOutCase
+    blocks: list = field(default_factory=list)
+    raw: str = ""  # what the model wrote, before the stream parser tidied it
+
+    def calls(self):
+        return [b for b in self.blocks if b["type"] == "tool_use"]
+
+    def good_call(self) -> bool:
+        """A call to an offered tool with every argument it requires (a non-empty string each)."""
+        offered = {t["function"]["name"]: t["function"]["parameters"]["required"] for t in self.case.tools}
+        return any(call["name"] in offered
+                   and all(isinstance(call["input"].get(p), str) and call["input"][p] for p in offered[call["name"]])
+                   for call in self.calls())
+
+    def expected_call(self) -> bool:
+        return any(call["name"] == self.case.expected_tool and call["input"] == self.case.expected_arguments
+                   for call in self.calls())
+
+    def markup_in_answer(self) -> bool:
+        """A `<think>` or `</think>` written after thinking (the parser drops it; the model should not write it)."""
+        answer = self.raw.partition("</think>")[2] if self.raw.lstrip().startswith("<think>") else self.raw
+        return "<think>" in answer or "</think>" in answer
+
+
+def _blocks(events) -> list:
+    """The parser's events folded into content blocks, as a client's stream helper does."""
+    blocks = []
+    for event in events:
+        if isinstance(event, BlockStart):
+            blocks.append(dict(event.block))
+        elif isinstance(event, BlockDelta):
+            block, delta = blocks[event.index], event.delta
+            kind = delta["type"]
+            if kind == "input_json_delta":
+                block["partial_json"] = block.get("partial_json", "") + delta["partial_json"]
+            elif kind in ("text_delta", "thinking_delta"):
+                key = "text" if kind == "text_delta" else "thinking"
+                block[key] += delta[key]
+    for block in blocks:
+        if block["type"] == "tool_use":
+            block["input"] = json.loads(block.pop("partial_json", "") or "{}")
+    return blocks
+
+
+def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TOKENS) -> list[Answer]:
+    """Every case answered greedily, eight at a time in one batch."""
+    batch = engine.batch(8, 512)
+    pending, running, answers = list(enumerate(cases)), {}, [None] * len(cases)
+    while pending or running:
+        while pending and len(running) < 8:
+            i, case = pending.pop(0)
+            request = GenerationRequest(model=engine.name, requested_model="tiny", max_tokens=max_tokens,
+                                        messages=[{"role": "user", "content": case.prompt}], tools=case.tools,
+                                        enable_thinking=thinking)
+            prompt = engine.render(request)
+            parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=thinking,
+                                  tool_format=engine.tool_format, tools=case.tools)
+            running[str(i)] = (case, engine.decoder(), parser, [], [])
+            batch.add(str(i), prompt.tokens, Sampling(temperature=0.0), max_tokens)
+        for output in batch.step():
+            if output.token is None:
+                continue
+            case, decoder, parser, events, raw = running[output.key]
+            text = "" if output.finish == "stop" else decoder.add(output.token)
+            if output.finish:
+                text += decoder.flush()
+            raw.append(text)
+            events += parser.feed(text)
+            if output.finish:
+                answers[int(output.key)] = Answer(case, _blocks(events + parser.finish()), "".join(raw))
+                del running[output.key]
+    return answers
+
+
+def figures(answers: list[Answer], thinking: bool) -> dict:
+    actions = [a for a in answers if a.case.expected_tool]
+    questions = [a for a in answers if not a.case.expected_tool]
+    kinds = [[b["type"] for b in a.blocks] for a in answers]
+    return {
+        "parsed_calls": sum(bool(a.calls()) for a in actions) / len(actions),
+        "good_calls": sum(a.good_call() for a in actions) / len(actions),
+        "expected_calls": sum(a.expected_call() for a in actions) / len(actions),
+        "questions_calling": sum(bool(a.calls()) for a in questions) / len(questions),
+        "markup_in_answer": sum(a.markup_in_answer() for a in answers) / len(answers),
+        "thinking_as_asked": sum((k[:1] == ["thinking"]) == thinking and (thinking or "thinking" not in k)
+                                 for k in kinds) / len(answers),
+        "actions": len(actions), "questions": len(questions),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
+    parser.add_argument("--show", action="store_true", help="print every answer")
+    args = parser.parse_args()
+    engine = Engine(args.model, cache_bytes=1 << 26)
+    cases = tiny_model_data.held_out_cases()
+    print(f"{args.model}: {len(cases)} held-out requests, greedy, at most {MAX_TOKENS} tokens each")
+    for thinking in (True, False):
+        answers = answer(engine, cases, thinking)
+        if args.show:
+            for a in answers:
+                print(repr(a.case.prompt), [t["function"]["name"] for t in a.case.tools], "->", repr(a.raw))
+        f = figures(answers, thinking)
+        print(f"thinking {'on ' if thinking else 'off'}: calls that parse {f['parsed_calls']:.0%} of {f['actions']}, "
+              f"good calls {f['good_calls']:.0%} "
+              f"(the expected call {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.0%} "
+              f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
+              f"thinking as asked {f['thinking_as_asked']:.0%}")
+
+
+if __name__ == "__main__":
+    main()
