@@ -23,7 +23,7 @@ Three steps, all deterministic for the committed files and seeds:
 On Linux, the `mlx[cpu]` wheel carries the reference BLAS, and its matrix
 products are some 50 times slower than OpenBLAS's on this model's shapes.
 With Debian's OpenBLAS preloaded (`apt-get install libopenblas0-pthread`),
-a build takes about a fifth of the time:
+a build takes about a seventh of the time:
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 python scripts/build_tiny_model.py
 
