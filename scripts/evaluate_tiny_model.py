@@ -23,7 +23,6 @@ thinking mode it prints:
 """
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_model_data
 
-from hearth.contract import GenerationRequest
+from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event, GenerationRequest
+from hearth.message import MessageAssembler
 from workers.batch import Sampling
 from workers.engine import Engine
 from workers.stream_parser import BlockDelta, BlockStart, StreamParser
@@ -68,23 +68,16 @@ class Answer:
 
 
 def _blocks(events) -> list:
-    """The parser's events folded into content blocks, as a client's stream helper does."""
-    blocks = []
+    """The parser's events folded into content blocks, as the worker folds a job's result."""
+    assembler = MessageAssembler()
     for event in events:
         if isinstance(event, BlockStart):
-            blocks.append(dict(event.block))
+            assembler.apply(Event(0, BLOCK_START, {"index": event.index, "block": event.block}))
         elif isinstance(event, BlockDelta):
-            block, delta = blocks[event.index], event.delta
-            kind = delta["type"]
-            if kind == "input_json_delta":
-                block["partial_json"] = block.get("partial_json", "") + delta["partial_json"]
-            elif kind in ("text_delta", "thinking_delta"):
-                key = "text" if kind == "text_delta" else "thinking"
-                block[key] += delta[key]
-    for block in blocks:
-        if block["type"] == "tool_use":
-            block["input"] = json.loads(block.pop("partial_json", "") or "{}")
-    return blocks
+            assembler.apply(Event(0, DELTA, {"index": event.index, "delta": event.delta}))
+        else:
+            assembler.apply(Event(0, BLOCK_STOP, {"index": event.index}))
+    return assembler.blocks
 
 
 def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TOKENS) -> list[Answer]:
