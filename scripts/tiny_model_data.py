@@ -8,7 +8,7 @@ text, call one of the tools offered with the arguments its schema requires.
 
 Tools vary per conversation (names in several styles, descriptions,
 parameter names, optional parameters, order, Claude Code's own among them).
-Every word list comes in two parts: TRAINING feeds the build, HELD_OUT only
+The words come from tiny_model_words.py, in two parts: TRAINING feeds the build, HELD_OUT only
 `held_out_cases` (what scripts/evaluate_tiny_model.py measures): tool names,
 parameter names, request phrasings, subjects and values the model never saw.
 
@@ -18,6 +18,8 @@ Everything here is deterministic for a given seed.
 import json
 import random
 from dataclasses import dataclass
+
+from tiny_model_words import HELD_OUT, TRAINING
 
 # Claude Code's own tools, as the integration tests offer them.
 CLAUDE_CODE_TOOLS = [
@@ -66,150 +68,6 @@ CLAUDE_CODE_TOOLS = [
 ]
 # The verb a user asks each of them with, and the kind of value it takes.
 CLAUDE_CODE_ACTIONS = {"Bash": ("run", "command"), "Read": ("read", "path"), "LS": ("list", "dir")}
-
-
-@dataclass(frozen=True)
-class Words:
-    """One side of the split: everything a conversation is made of."""
-
-    # (verb, noun, kind of value it acts on); "pair" kinds take two values.
-    actions: tuple
-    # Parameter names for each kind of value.
-    parameters: dict
-    requests: tuple  # "{verb}" and "{value}"
-    pair_requests: tuple  # "{verb}", "{first}" and "{second}"
-    questions: tuple  # "{s}"
-    greetings: tuple
-    subjects: tuple
-    values: dict  # kind -> callable(rng) -> str
-    mcp_servers: tuple  # MCP tools are named mcp__<server>__<tool>
-
-
-def _path(stems, exts, dirs):
-    def make(rng):
-        name = f"{rng.choice(stems)}.{rng.choice(exts)}"
-        return name if rng.random() < 0.3 else f"{rng.choice(dirs)}/{name}"
-    return make
-
-
-def _dir(dirs, subs):
-    return lambda rng: rng.choice(dirs) if rng.random() < 0.5 else f"{rng.choice(dirs)}/{rng.choice(subs)}"
-
-
-def _url(hosts, pages):
-    return lambda rng: f"https://{rng.choice(hosts)}/{rng.choice(pages)}"
-
-
-def _quoted(words):
-    return lambda rng: '"' + " ".join(rng.sample(words, rng.randrange(1, 4))) + '"'
-
-
-TRAINING = Words(
-    actions=(
-        ("read", "file", "path"), ("open", "file", "path"), ("delete", "file", "path"), ("edit", "file", "path"),
-        ("view", "file", "path"), ("check", "file", "path"), ("upload", "file", "path"), ("count", "lines", "path"),
-        ("list", "directory", "dir"), ("create", "directory", "dir"), ("clean", "folder", "dir"),
-        ("watch", "folder", "dir"), ("run", "command", "command"), ("execute", "command", "command"),
-        ("start", "process", "command"), ("time", "command", "command"), ("open", "page", "url"),
-        ("get", "url", "url"), ("ping", "host", "url"), ("check", "link", "url"), ("search", "code", "query"),
-        ("find", "text", "query"), ("grep", "pattern", "query"), ("look", "up", "query"),
-        ("write", "file", "pair_text_path"), ("save", "note", "pair_text_path"), ("append", "line", "pair_text_path"),
-        ("move", "file", "pair_path_path"), ("copy", "file", "pair_path_path"), ("link", "file", "pair_path_path"),
-    ),
-    parameters={
-        "path": ("path", "file_path", "file", "filename", "target"),
-        "dir": ("path", "directory", "dir", "folder"),
-        "command": ("command", "cmd", "script"),
-        "url": ("url", "link", "address", "page"),
-        "query": ("query", "pattern", "text", "term"),
-        "text": ("content", "text", "body", "line"),
-        "source": ("source", "src", "from_path"),
-        "destination": ("destination", "dest", "to_path"),
-    },
-    requests=(
-        "{Verb} {value}.", "Please {verb} {value}.", "Can you {verb} {value}?", "Could you {verb} {value} for me?",
-        "I need you to {verb} {value}.", "{Verb} {value}, please.", "Now {verb} {value}.", "Let's {verb} {value}.",
-        "Please {verb} {value} now.", "Can you please {verb} {value}?", "Next, {verb} {value}.",
-        "You should {verb} {value}.",
-    ),
-    pair_requests=(
-        "{Verb} {first} to {second}.", "Please {verb} {first} to {second}.", "Can you {verb} {first} to {second}?",
-        "I need you to {verb} {first} to {second}.",
-    ),
-    questions=(
-        "What is {s}?", "Explain {s} in one sentence.", "Can you tell me about {s}?", "Why would I use {s}?",
-        "How does {s} work?", "Give me a short note on {s}.", "What are the pros of {s}?", "Is {s} useful?",
-    ),
-    greetings=("hello", "hi", "hey there", "good morning", "hello, who are you?", "hi! are you there?", "thanks!"),
-    subjects=(
-        "a linked list", "recursion", "a hash map", "the event loop", "a unit test", "a race condition",
-        "garbage collection", "a binary search", "dependency injection", "a Redis stream", "a REST API",
-        "a git rebase", "a memory leak", "a closure", "type hints", "a context manager", "a decorator",
-        "an HTTP header", "a database index", "a merge conflict", "a Python generator", "a mutex",
-    ),
-    values={
-        "path": _path(("main", "app", "server", "utils", "config", "README", "setup", "index", "models", "notes",
-                       "test_api", "views", "Makefile", "data", "schema", "cli"),
-                      ("py", "md", "txt", "json", "toml", "js", "yaml", "cfg"),
-                      ("src", "app", "docs", "tests", "lib", "/tmp", "scripts", "/home/me/project")),
-        "dir": _dir(("src", "tests", "docs", "app", "scripts", ".", "/tmp", "lib", "/var/log"),
-                    ("utils", "models", "static", "old", "api")),
-        "command": lambda rng: rng.choice(("pytest -q", "ls -la", "git status", "make test", "python main.py",
-                                           "npm test", "git log -n 3", "df -h", "pip list", "echo hi",
-                                           "uname -a", "git diff", "make build", "whoami")),
-        "url": _url(("example.com", "docs.python.org", "github.com", "localhost:8000", "api.site.dev"),
-                    ("index.html", "docs", "status", "v1/items", "about", "README")),
-        "query": _quoted(("TODO", "import", "error", "config", "main", "login", "cache", "retry", "user", "test")),
-        "text": _quoted(("hello", "world", "done", "fix", "the", "bug", "remember", "milk", "ship", "today")),
-    },
-    mcp_servers=("files", "shell", "web", "git", "github"),
-)
-
-HELD_OUT = Words(
-    actions=(
-        ("fetch", "page", "url"), ("download", "resource", "url"), ("inspect", "document", "path"),
-        ("summarize", "document", "path"), ("scan", "folder", "dir"), ("launch", "program", "command"),
-        ("query", "index", "query"), ("rename", "item", "pair_path_path"), ("store", "snippet", "pair_text_path"),
-        ("tail", "log", "path"), ("compress", "folder", "dir"), ("invoke", "shell", "command"),
-    ),
-    parameters={
-        "path": ("filepath", "location", "document"),
-        "dir": ("root", "base_dir", "folder_name"),
-        "command": ("shell_command", "program", "invocation"),
-        "url": ("uri", "endpoint", "href"),
-        "query": ("keywords", "search_terms", "needle"),
-        "text": ("snippet", "payload", "contents"),
-        "source": ("old_name", "original"),
-        "destination": ("new_name", "renamed_to"),
-    },
-    requests=(
-        "Would you {verb} {value}?", "Go ahead and {verb} {value}.", "I'd like you to {verb} {value}.",
-        "Time to {verb} {value}.", "Kindly {verb} {value}.", "Quick one: {verb} {value}.",
-        "Help me {verb} {value}.", "Your task: {verb} {value}.",
-    ),
-    pair_requests=("Would you {verb} {first} to {second}?", "Go ahead and {verb} {first} to {second}."),
-    questions=(
-        "What does {s} mean?", "Is {s} hard to learn?", "Tell me briefly about {s}.",
-        "When should I avoid {s}?", "Describe {s} in plain words.", "Who invented {s}?",
-    ),
-    greetings=("good evening", "hey, how are you?", "yo!", "greetings"),
-    subjects=(
-        "a semaphore", "tail recursion", "a bloom filter", "an enum", "a lambda", "a coroutine", "a heap",
-        "a trie", "a cron job", "a load balancer", "a checksum", "an interpreter",
-    ),
-    values={
-        "path": _path(("report", "invoice", "Dockerfile", "router", "handlers", "LICENSE", "styles", "queue"),
-                      ("rs", "go", "csv", "ini", "log", "css"), ("pkg", "cmd", "web", "/etc", "assets")),
-        "dir": _dir(("pkg", "cmd", "web", "assets", "/etc", "build"), ("cache", "vendor", "fixtures")),
-        "command": lambda rng: rng.choice(("cargo test", "docker ps", "go vet ./...", "du -sh .", "npm run lint",
-                                           "ruff check .", "top -bn1", "date")),
-        "url": _url(("rust-lang.org", "news.ycombinator.com", "pypi.org", "127.0.0.1:9000"),
-                    ("blog", "health", "simple/rq", "en/latest")),
-        "query": _quoted(("deadline", "invoice", "socket", "timeout", "panic", "queue", "unwrap", "token")),
-        "text": _quoted(("call", "mom", "release", "notes", "alpha", "beta", "ready", "lunch")),
-    },
-    mcp_servers=("workspace", "ops"),
-)
 
 
 NAME_STYLES = (
