@@ -17,6 +17,7 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
+from api.live_workers import REFRESH_SECONDS
 from hearth.affinity import SHARED_LEVELS
 from hearth.contract import affinity_key, worker_heartbeat_key
 from hearth.models import model_key
@@ -63,10 +64,13 @@ class Cluster:
         self.workers[name] = self._start("worker", name, HEARTH_WORKER_NAME=name, HEARTH_MODEL=model,
                                          HEARTH_HOME=str(home or self.tmp.mktemp(name)), **env)
         wait_until(lambda: self.redis.exists(worker_heartbeat_key(name)), 120, f"worker {name}")
-        # Each API sees live workers within a second; until then it does not know the model.
+        # Each API reads the live workers every REFRESH_SECONDS; until then it does not know the
+        # model, nor (when another worker serves it already) place jobs on this worker.
         for api in self.apis:
             wait_until(lambda api=api: model_key(model) in {m["id"] for m in httpx.get(api + "/v1/models").json()["data"]},
                        10, f"{name}'s model listed")
+        if self.apis:
+            time.sleep(REFRESH_SECONDS + 0.5)
 
     def kill_worker(self, name: str):
         """As a crash or a power cut would: no clean shutdown."""
