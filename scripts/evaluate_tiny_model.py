@@ -80,8 +80,10 @@ def _blocks(events) -> list:
     return assembler.blocks
 
 
-def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TOKENS) -> list[Answer]:
-    """Every case answered greedily, eight at a time in one batch."""
+def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TOKENS,
+           guided: bool = True) -> list[Answer]:
+    """Every case answered greedily, eight at a time in one batch; its tool calls held to their grammar
+    as the worker holds them (workers/tool_guide.py), unless not `guided`."""
     batch = engine.batch(8, 512)
     pending, running, answers = list(enumerate(cases)), {}, [None] * len(cases)
     while pending or running:
@@ -94,7 +96,8 @@ def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TO
             parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=thinking,
                                   tool_format=engine.tool_format, tools=case.tools)
             running[str(i)] = (case, engine.decoder(), parser, [], [])
-            batch.add(str(i), prompt.tokens, Sampling(temperature=0.0), max_tokens)
+            guide = engine.tool_guide(request, prompt.opens_in_thinking) if guided else None
+            batch.add(str(i), prompt.tokens, Sampling(temperature=0.0), max_tokens, guide=guide)
         for output in batch.step():
             if output.token is None:
                 continue
@@ -130,12 +133,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
     parser.add_argument("--show", action="store_true", help="print every answer")
+    parser.add_argument("--unguided", action="store_true", help="the model alone: tool calls not held to a grammar")
     args = parser.parse_args()
     engine = Engine(args.model, cache_bytes=1 << 26)
     cases = tiny_model_data.held_out_cases()
-    print(f"{args.model}: {len(cases)} held-out requests, greedy, at most {MAX_TOKENS} tokens each")
+    print(f"{args.model}: {len(cases)} held-out requests, greedy, at most {MAX_TOKENS} tokens each, "
+          f"tool calls {'unguided' if args.unguided else 'guided'}")
     for thinking in (True, False):
-        answers = answer(engine, cases, thinking)
+        answers = answer(engine, cases, thinking, guided=not args.unguided)
         if args.show:
             for a in answers:
                 print(repr(a.case.prompt), [t["function"]["name"] for t in a.case.tools], "->", repr(a.raw))

@@ -68,6 +68,9 @@ class ScriptedEngine:
     def decoder(self, state=None):
         return ScriptedDecoder(self.pieces + self.then)
 
+    def tool_guide(self, request, in_thinking):
+        return None  # scripted pieces are what they are
+
     def batch(self, max_sequences, prefill_chunk):
         return ScriptedBatch(self)
 
@@ -100,7 +103,7 @@ class ScriptedBatch:
     def __contains__(self, key):
         return key in self.sequences
 
-    def add(self, key, tokens, sampling, max_tokens, static_tokens=0):
+    def add(self, key, tokens, sampling, max_tokens, static_tokens=0, guide=None):
         self.engine.contexts.append(list(tokens))
         done = sum(t >= ScriptedEngine.FIRST_TOKEN for t in tokens)  # a resumed job's pieces so far
         self.sequences[key] = {"next": done, "last": len(self.engine.pieces), "room": max_tokens,

@@ -12,7 +12,8 @@ needs around it:
   Code's subagents share ~16K tokens of tools) waits for that prefill and
   takes the prefix from the cache, instead of computing it a second time;
 - tokens pushed into a running sequence (the end of thinking forced by a
-  budget): its cache is taken out and put back with those tokens to prefill.
+  budget): its cache is taken out and put back with those tokens to prefill;
+- a sequence's tool-call guide (workers/tool_guide.py), as its logits processor.
 
 Sequences are named by the caller's keys; text is the caller's business.
 """
@@ -64,6 +65,7 @@ class _Sequence:
     reused: int | None = None  # reported with the first output
     prefilling: bool = True
     waiters: list = field(default_factory=list)  # sequences waiting for this prompt's prefix
+    guide: object = None  # workers/tool_guide.ToolCallGuide, or None
 
 
 def can_batch(model) -> bool:
@@ -95,10 +97,15 @@ class _Sequences:
     def __contains__(self, key):
         return key in self._sequences
 
-    def _new(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int) -> _Sequence:
+    def _new(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int,
+             guide) -> _Sequence:
         sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-        self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens)
+        self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens, guide=guide)
         return self._sequences[key]
+
+    @staticmethod
+    def _processors(sequence: _Sequence) -> list:
+        return [sequence.guide] if sequence.guide is not None else []
 
 
 class ModelBatch(_Sequences):
@@ -113,9 +120,11 @@ class ModelBatch(_Sequences):
         )
         self._keys: dict[int, str] = {}
 
-    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0):
-        """Start a sequence from its prompt `tokens`, generating at most `max_tokens`."""
-        sequence = self._new(key, tokens, sampling, max_tokens, static_tokens)
+    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0,
+            guide=None):
+        """Start a sequence from its prompt `tokens`, generating at most `max_tokens` (held to `guide`'s
+        grammar in its tool calls, if given)."""
+        sequence = self._new(key, tokens, sampling, max_tokens, static_tokens, guide)
         provider = self._prefilling_prefix_of(sequence.tokens)
         if provider is not None:
             log.info("sequence %s waits for the prefill of %s, whose prompt shares its prefix", key, provider.key)
@@ -129,6 +138,8 @@ class ModelBatch(_Sequences):
         kv, context = self._take_out(sequence)
         sequence.tokens = context + list(tokens)
         sequence.prefilling = True
+        if sequence.guide is not None:
+            sequence.guide.inserted(tokens)
         self._insert(sequence, [list(tokens)], max_tokens, kv, context)
 
     def remove(self, key: str):
@@ -191,7 +202,8 @@ class ModelBatch(_Sequences):
 
     def _insert(self, sequence, segments, max_tokens, kv, context):
         [sequence.uid] = self._generator.insert_segments([segments], [max_tokens], caches=[kv], all_tokens=[context],
-                                                         samplers=[sequence.sampler])
+                                                         samplers=[sequence.sampler],
+                                                         logits_processors=[self._processors(sequence)])
         self._keys[sequence.uid] = sequence.key
 
     def _take_out(self, sequence) -> tuple[list, list]:
@@ -260,8 +272,9 @@ class SoloBatch(_Sequences):
         self._order: deque = deque()  # keys, the decoding one first
         self._current = None  # (sequence, its K/V, tokens left to prefill, generator, tokens generated)
 
-    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0):
-        self._new(key, tokens, sampling, max_tokens, static_tokens)
+    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0,
+            guide=None):
+        self._new(key, tokens, sampling, max_tokens, static_tokens, guide)
         self._order.append(key)
         if len(self._order) > 1:
             log.info("sequence %s waits: model %s decodes one sequence at a time", key, self.engine.name)
@@ -270,6 +283,8 @@ class SoloBatch(_Sequences):
         sequence, kv, _, _, _ = self._current
         sequence.tokens += list(tokens)
         sequence.max_tokens, sequence.prefilling = max_tokens, True
+        if sequence.guide is not None:
+            sequence.guide.inserted(tokens)
         self._current = (sequence, kv, list(tokens), None, 0)
 
     def remove(self, key: str):
@@ -296,7 +311,8 @@ class SoloBatch(_Sequences):
         outputs = []
         if generator is None:
             generator = generate_step(mx.array(pending), self.engine.model, prompt_cache=kv,
-                                      sampler=sequence.sampler, max_tokens=sequence.max_tokens)
+                                      sampler=sequence.sampler, max_tokens=sequence.max_tokens,
+                                      logits_processors=self._processors(sequence))
             sequence.prefilling = False
             outputs.append(ModelBatch._first(sequence, Output(sequence.key, prefilled=(len(sequence.tokens),) * 2)))
         token, _ = next(generator)

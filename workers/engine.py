@@ -19,6 +19,7 @@ from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
 from workers.batch import ModelBatch, Sampling, SoloBatch, can_batch
 from workers.tool_calls import tool_format_of
+from workers.tool_guide import ToolGuides
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,27 @@ class Engine:
             log.warning("model %s: its cache layers cannot merge into a batch; it decodes one sequence at a time, "
                         "beside the other models' batches", name)
         self._tools_first = tools_first
+        self.tool_guides = self._tool_guides()
         # The cache's blocks reach disk as they are made: a worker that crashed comes back warm.
         self.block_store = BlockStore(model_cache_dir(cache_dir, name), name) if cache_dir else None
         if self.block_store:
             self.block_store.attach(self.prompt_cache)
         self._warm_up()
         log.info("loaded model %s in %.1fs", name, time.perf_counter() - started)
+
+    def _tool_guides(self) -> ToolGuides | None:
+        """Its tool calls held to their grammar (workers/tool_guide.py), if llguidance can read its tokenizer."""
+        vocab_size = getattr(getattr(self.model, "args", None), "vocab_size", None) or len(self.tokenizer.vocab)
+        try:
+            return ToolGuides(self.tokenizer, self.tool_format, vocab_size)
+        except (ValueError, AttributeError) as exc:
+            log.warning("model %s: its tool calls go unguided (llguidance cannot read its tokenizer: %s)",
+                        self.name, exc)
+            return None
+
+    def tool_guide(self, request: GenerationRequest, in_thinking: bool):
+        """A logits processor holding this request's tool calls to its tools' grammar, or None."""
+        return self.tool_guides.guide(request.tools, in_thinking) if self.tool_guides else None
 
     def save_cache(self):
         """Wait for the blocks made so far to reach disk (they are written as they are made)."""

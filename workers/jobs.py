@@ -46,6 +46,7 @@ class Segment:
     tokens: list
     max_tokens: int
     static_tokens: int = 0
+    guide: object = None  # a first segment's tool-call guide (workers/tool_guide.py)
 
 
 @dataclass
@@ -96,7 +97,8 @@ class MessageJob:
                               tool_format=self.engine.tool_format, tools=self.request.tools)
         return Progress(context=list(prompt.tokens), prompt_tokens=len(prompt.tokens),
                         static_tokens=prompt.static_tokens, parser=parser,
-                        stops=StopSequenceMatcher(self.request.stop_sequences))
+                        stops=StopSequenceMatcher(self.request.stop_sequences),
+                        opens_in_thinking=prompt.opens_in_thinking)
 
     def first_segment(self) -> Segment | Done:
         """The prompt to start from: the rendered one, or everything so far for a resumed job."""
@@ -104,7 +106,10 @@ class MessageJob:
         if room <= 0:
             return self._finish("length")
         p = self.progress
-        return Segment(list(p.context), room, p.static_tokens if not p.output_tokens else 0)
+        guide = self.engine.tool_guide(self.request, p.opens_in_thinking)
+        if guide is not None:
+            guide.inserted(p.context[p.prompt_tokens:])  # a resumed job's output so far
+        return Segment(list(p.context), room, p.static_tokens if not p.output_tokens else 0, guide)
 
     def on_output(self, output) -> Segment | Done | None:
         """One output of this job's sequence. Returns what the sequence does next:

@@ -207,7 +207,8 @@ class Scheduler:
     def _add(self, run: Running, segment: Segment):
         request = run.message.request
         sampling = Sampling(request.temperature, request.top_p, request.top_k)
-        self.batches[run.model].add(run.job.id, segment.tokens, sampling, segment.max_tokens, segment.static_tokens)
+        self.batches[run.model].add(run.job.id, segment.tokens, sampling, segment.max_tokens, segment.static_tokens,
+                                    segment.guide)
 
     def _fits(self, run: Running, segment: Segment) -> bool:
         if not any(len(batch) for batch in self.batches.values()):

@@ -46,6 +46,7 @@ class Progress:
     decoder_state: dict = field(default_factory=dict)  # the detokenizer's, text held back included
     elapsed: float = 0.0  # seconds of work before this run
     suspensions: int = 0
+    opens_in_thinking: bool = False  # the prompt left `<think>` open (for the tool-call guide)
 
 
 def save(redis, job_id: str, progress: Progress, ttl: int):
