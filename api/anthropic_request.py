@@ -170,22 +170,23 @@ def chat_tools(tools) -> list | None:
     return out or None
 
 
-def apply_tool_choice(tools: list | None, choice) -> list | None:
-    """As far as a chat template allows: `none` hides the tools, `tool` offers only the one named.
+def apply_tool_choice(tools: list | None, choice) -> tuple[list | None, bool]:
+    """The tools the model is offered, and whether it must call one.
 
-    `auto` and `any` both offer every tool: a template cannot force a call.
+    `none` hides the tools; `tool` offers only the one named; `any` and `tool`
+    make the answer call one (the worker's tool-call guide opens it).
     """
     if choice is None or tools is None:
-        return tools
+        return tools, False
     require(isinstance(choice, dict) and choice.get("type") in ("auto", "any", "tool", "none"),
              "tool_choice: expected {type: auto|any|tool|none}")
     if choice["type"] == "none":
-        return None
+        return None, False
     if choice["type"] == "tool":
         chosen = [t for t in tools if t["function"]["name"] == choice.get("name")]
         require(chosen, f"tool_choice.name: no tool named {choice.get('name')!r}")
-        return chosen
-    return tools
+        return chosen, True
+    return tools, choice["type"] == "any"
 
 
 def thinking_options(thinking) -> tuple[bool, int | None]:
@@ -221,13 +222,15 @@ def parse_messages_request(body, router: ModelRouter) -> tuple[GenerationRequest
     temperature = number(body, "temperature", 0.0, 2.0)
     top_p = number(body, "top_p", 0.0, 1.0)
     top_k = number(body, "top_k", 0, 1_000_000, integer=True)
+    tools, tool_required = apply_tool_choice(chat_tools(body.get("tools")), body.get("tool_choice"))
     request = GenerationRequest(
         model=router.resolve(model),
         requested_model=model,
         messages=chat_messages(body.get("messages")),
         max_tokens=max_tokens,
         system=system_text(body.get("system")),
-        tools=apply_tool_choice(chat_tools(body.get("tools")), body.get("tool_choice")),
+        tools=tools,
+        tool_required=tool_required,
         enable_thinking=enable_thinking,
         thinking_budget=budget,
         # "omitted" (Claude Code 2.1.3xx): thinking blocks without their text; anything else shows it.

@@ -149,6 +149,8 @@ class GenerationRequest:
     max_tokens: int
     system: str | None = None
     tools: list | None = None
+    # The answer must call one of `tools` (Anthropic tool_choice any or tool; OpenAI required or a named function).
+    tool_required: bool = False
     enable_thinking: bool = False
     thinking_budget: int | None = None
     # "omitted": thinking blocks carry no text (the model still thinks, within its budget).

@@ -173,23 +173,41 @@ def test_a_broken_alias_file_is_a_clear_error(tmp_path):
         ModelRouter(Settings(aliases_file=str(aliases)))
 
 
-@pytest.mark.parametrize("choice, offered", [
-    (None, ["Bash"]), ({"type": "auto"}, ["Bash"]), ({"type": "any"}, ["Bash"]),
-    ({"type": "tool", "name": "Bash"}, ["Bash"]), ({"type": "none"}, None),
+@pytest.mark.parametrize("choice, offered, required", [
+    (None, ["Bash", "Read"], False), ({"type": "auto"}, ["Bash", "Read"], False),
+    ({"type": "any"}, ["Bash", "Read"], True), ({"type": "tool", "name": "Read"}, ["Read"], True),
+    ({"type": "none"}, None, False),
 ])
-def test_tool_choice(choice, offered):
+def test_tool_choice(choice, offered, required):
     body = claude_code_request(tools=claude_code_request()["tools"] + [
         {"name": "Read", "input_schema": {"type": "object"}}])
     if choice is not None:
         body["tool_choice"] = choice
     request, _ = parse(body)
-    names = [t["function"]["name"] for t in request.tools] if request.tools else None
-    expected = None if offered is None else (["Bash", "Read"] if choice in (None, {"type": "auto"}, {"type": "any"})
-                                             else offered)
-    assert names == expected
+    assert ([t["function"]["name"] for t in request.tools] if request.tools else None) == offered
+    assert request.tool_required is required
 
 
 def test_tool_choice_naming_an_unknown_tool_is_rejected():
     with pytest.raises(InvalidRequest, match="tool_choice"):
         parse(claude_code_request(tool_choice={"type": "tool", "name": "Nope"}))
 
+
+
+@pytest.mark.parametrize("choice, offered, required", [
+    (None, ["Bash", "Read"], False), ("auto", ["Bash", "Read"], False), ("required", ["Bash", "Read"], True),
+    ({"type": "function", "function": {"name": "Read"}}, ["Read"], True), ("none", None, False),
+])
+def test_openai_tool_choice(choice, offered, required):
+    from api.openai_request import parse_chat_request
+
+    body = {"model": "main-model", "messages": [{"role": "user", "content": "list"}], "tools": [
+        {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}} for name in ("Bash", "Read")]}
+    if choice is not None:
+        body["tool_choice"] = choice
+    request, _, _ = parse_chat_request(body, ROUTER)
+    assert ([t["function"]["name"] for t in request.tools] if request.tools else None) == offered
+    assert request.tool_required is required
+    body["tool_choice"] = {"type": "function", "function": {"name": "Nope"}}
+    with pytest.raises(InvalidRequest, match="tool_choice"):
+        parse_chat_request(body, ROUTER)

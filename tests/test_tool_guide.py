@@ -98,3 +98,83 @@ def test_a_tool_call_written_while_thinking_is_left_alone(engine):
 def test_no_tools_no_guide(engine):
     assert engine.tool_guides.guide(None, in_thinking=False) is None
     assert engine.tool_guides.guide([], in_thinking=False) is None
+
+
+def answer(engine, guide, prompt_text: str, max_tokens: int = 150, think_for: int = 0) -> str:
+    """What the model writes (sampled) for a prompt; after `think_for` tokens, its thinking is closed
+    for it, as a spent budget closes it."""
+    batch = engine.batch(4, 64)
+    batch.add("a", engine.encode(prompt_text), Sampling(temperature=1.0), max_tokens, guide=guide)
+    written = []
+    while "a" in batch:
+        written += [o.token for o in batch.step() if o.key == "a" and o.token is not None and o.finish != "stop"]
+        if think_for and len(written) == think_for:
+            forced = engine.encode("\n</think>\n\n")
+            written += forced
+            batch.extend("a", forced, max_tokens)
+        if guide is not None and written and not guide.in_call and "</tool_call>" in engine.tokenizer.decode(written):
+            batch.remove("a")
+    return engine.tokenizer.decode(written)
+
+
+def test_a_request_that_requires_a_call_gets_one_first_thing(babbler):
+    guide = babbler.tool_guides.guide(TOOLS, in_thinking=False, must_call=True)
+    text = answer(babbler, guide, "<|im_start|>user\nwhatever<|im_end|>\n<|im_start|>assistant\n")
+    head, opened, body = text.partition("<tool_call>")
+    assert opened and not head.strip(), text
+    assert parsed_calls(babbler, body)[0]["name"] in ("Sleep", "Paint")
+    # Not required, the babbler's noise calls nothing.
+    free = answer(babbler, babbler.tool_guides.guide(TOOLS, in_thinking=False), "<|im_start|>assistant\n", 40)
+    assert "<tool_call>" not in free
+
+
+def test_a_required_call_waits_for_the_end_of_thinking(babbler):
+    guide = babbler.tool_guides.guide(TOOLS, in_thinking=True, must_call=True)
+    text = answer(babbler, guide, "<|im_start|>assistant\n<think>\n", think_for=12)
+    thinking, closed, rest = text.partition("</think>")
+    assert closed and "<tool_call>" not in thinking
+    head, opened, body = rest.partition("<tool_call>")
+    assert opened and not head.strip(), text
+    assert parsed_calls(babbler, body)
+
+
+def test_the_token_in_flight_is_read_only_inside_a_call(engine):
+    """mlx-lm's protocol: each processor call sees the token fed this step last in its context; the
+    batch shows that token only after the step. Outside a call the guide masks lazily on it."""
+    import mlx.core as mx
+
+    guide = engine.tool_guides.guide(TOOLS, in_thinking=False)
+    [tool_call] = engine.encode("<tool_call>")
+    [newline] = engine.encode("\n")
+    vocab = engine.model.args.vocab_size
+    prompt = engine.encode("hello there")
+    logits = mx.zeros((1, vocab))
+
+    class Watched:
+        """A context whose last token counts its reads (reading it waits for the step before)."""
+
+        def __init__(self, tokens):
+            self.tokens, self.reads = tokens, 0
+
+        def __getitem__(self, index):
+            self.reads += 1
+            return mx.array(self.tokens)[index]
+
+    first = Watched(prompt)  # the first call after the prompt: nothing pending
+    assert guide(first, logits) is logits and first.reads == 0
+    text = Watched(prompt + [engine.encode("Sure")[0]])  # free text in flight: left alone
+    assert mx.all(guide(text, logits) == logits).item()
+    guide.observe(text.tokens[-1])
+    opening = Watched(text.tokens + [tool_call])  # `<tool_call>` in flight, not yet shown
+    masked = guide(opening, logits)
+    allowed = [i for i, v in enumerate(masked[0].tolist()) if v > -float("inf")]
+    assert allowed == [newline] and not guide.in_call
+    guide.observe(tool_call)
+    assert guide.in_call
+    body = Watched(opening.tokens + [newline])  # inside the call: read at once, and masked on it
+    masked = guide(body, logits)
+    assert body.reads >= 1
+    allowed = {engine.tokenizer.decode([i]) for i, v in enumerate(masked[0].tolist()) if v > -float("inf")}
+    assert allowed and all(text.startswith("{") for text in allowed), allowed
+    guide.observe(newline)  # already taken in: not twice
+    assert guide.in_call

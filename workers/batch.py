@@ -13,7 +13,8 @@ needs around it:
   takes the prefix from the cache, instead of computing it a second time;
 - tokens pushed into a running sequence (the end of thinking forced by a
   budget): its cache is taken out and put back with those tokens to prefill;
-- a sequence's tool-call guide (workers/tool_guide.py), as its logits processor.
+- a sequence's tool-call guide (workers/tool_guide.py), as its logits processor,
+  shown each of its tokens as it comes out.
 
 Sequences are named by the caller's keys; text is the caller's business.
 """
@@ -169,6 +170,8 @@ class ModelBatch(_Sequences):
         for response in generation_responses:
             key = self._keys[response.uid]
             sequence = self._sequences[key]
+            if sequence.guide is not None:
+                sequence.guide.observe(response.token)
             outputs.append(Output(key, token=response.token, finish=response.finish_reason))
             if response.finish_reason is None:
                 sequence.tokens.append(response.token)
@@ -316,6 +319,8 @@ class SoloBatch(_Sequences):
             sequence.prefilling = False
             outputs.append(ModelBatch._first(sequence, Output(sequence.key, prefilled=(len(sequence.tokens),) * 2)))
         token, _ = next(generator)
+        if sequence.guide is not None:
+            sequence.guide.observe(token)
         generated += 1
         finish = "stop" if token in self._eos else "length" if generated >= sequence.max_tokens else None
         outputs.append(Output(sequence.key, token=token, finish=finish))

@@ -110,7 +110,10 @@ class Engine:
 
     def tool_guide(self, request: GenerationRequest, in_thinking: bool):
         """A logits processor holding this request's tool calls to its tools' grammar, or None."""
-        return self.tool_guides.guide(request.tools, in_thinking) if self.tool_guides else None
+        if self.tool_guides is None:
+            return None
+        return self.tool_guides.guide(request.tools, in_thinking, must_call=request.tool_required,
+                                      may_think=request.enable_thinking)
 
     def save_cache(self):
         """Wait for the blocks made so far to reach disk (they are written as they are made)."""

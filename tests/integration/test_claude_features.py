@@ -114,3 +114,46 @@ def test_the_openai_sdk_accumulates_reasoning_text_and_tool_calls(hearth):
         completion = stream.get_final_completion()
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name in {"LS", "Bash", "Read"}
+
+
+# Tools the tiny model never saw in training: only the worker's grammar makes its calls name them.
+UNSEEN = [{"name": "fetch_page", "description": "Fetch a web page.", "input_schema": {
+              "type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"]}},
+          {"name": "CompressFolder", "description": "Compress a folder.", "input_schema": {
+              "type": "object", "properties": {"folder": {"type": "string"}, "level": {"type": "integer"}},
+              "required": ["folder"]}}]
+
+
+@pytest.mark.parametrize("thinking", [None, {"type": "enabled", "budget_tokens": 40}], ids=["no thinking", "thinking"])
+def test_tool_choice_makes_even_a_greeting_call_the_tool_named(sdk, thinking):
+    extra = {"thinking": thinking} if thinking else {}
+    with sdk.messages.stream(model=MAIN, max_tokens=300, extra_body=GREEDY, tools=UNSEEN,
+                             tool_choice={"type": "tool", "name": "CompressFolder"},
+                             messages=[{"role": "user", "content": "hello"}], **extra) as stream:
+        message = stream.get_final_message()
+    kinds = [b.type for b in message.content]
+    assert kinds == (["thinking", "tool_use"] if thinking else ["tool_use"]), message.content
+    call = message.content[-1]
+    assert call.name == "CompressFolder" and isinstance(call.input["folder"], str)
+    assert set(call.input) <= {"folder", "level"}
+    assert message.stop_reason == "tool_use"
+    # `any`: one of the tools offered, whichever the model picks.
+    anything = sdk.messages.create(model=MAIN, max_tokens=300, extra_body=GREEDY, tools=UNSEEN,
+                                   tool_choice={"type": "any"}, messages=[{"role": "user", "content": "hello"}])
+    assert anything.content[-1].type == "tool_use" and anything.content[-1].name in {"fetch_page", "CompressFolder"}
+    assert anything.stop_reason == "tool_use"
+
+
+def test_openai_tool_choice_required_and_named(hearth):
+    import openai
+
+    client = openai.OpenAI(base_url=hearth.base_url + "/v1", api_key="unused", max_retries=0)
+    tools = [{"type": "function", "function": {"name": t["name"], "description": t["description"],
+                                               "parameters": t["input_schema"]}} for t in UNSEEN]
+    for choice, names in (("required", {"fetch_page", "CompressFolder"}),
+                          ({"type": "function", "function": {"name": "fetch_page"}}, {"fetch_page"})):
+        completion = client.chat.completions.create(model="hearth-tiny", temperature=0, tools=tools, tool_choice=choice,
+                                                    messages=[{"role": "user", "content": "hello"}])
+        message = completion.choices[0]
+        assert message.finish_reason == "tool_calls", message
+        assert message.message.tool_calls[0].function.name in names
