@@ -23,6 +23,8 @@ from workers.tool_guide import ToolGuides
 
 log = logging.getLogger(__name__)
 
+WARM_UP_TOOLS = [{"type": "function", "function": {"name": "warm_up", "parameters": {"type": "object"}}}]
+
 
 @dataclass
 class RenderedPrompt:
@@ -128,7 +130,9 @@ class Engine:
         """
         batch = self.batch(2, 512, prompt_cache=PromptCache(self.model, 1 << 24))
         prompt = self.encode("Hello, warming up the kernels for the first request of the day.")
-        batch.add("warm-up", prompt, Sampling(temperature=0.0), 4)
+        # With a tool offered, as Claude Code's requests come: the path of a guided sequence too.
+        guide = self.tool_guides.guide(WARM_UP_TOOLS, in_thinking=False) if self.tool_guides else None
+        batch.add("warm-up", prompt, Sampling(temperature=0.0), 4, guide=guide)
         batch.add("warm-up too", prompt[:8], Sampling(temperature=0.7), 4)
         while len(batch):
             batch.step()
