@@ -2,7 +2,7 @@
 
 The first ten minutes of a new user: a thinking-off answer is plain text, a
 thinking-on answer thinks first, a plain question gets an answer and a
-request to act gets a call whose JSON parses.
+request to act gets a call to an offered tool.
 """
 
 import sys
@@ -45,12 +45,14 @@ def test_the_held_out_set_is_held_out(cases):
     assert sum(bool(case.expected_tool) for case in cases) == 40 and len(cases) == 60
 
 
-def test_requests_to_act_become_calls_that_parse_and_plain_questions_are_answered(answers):
-    """What the model does on the held-out set (the issue's target, calls to the
-    tools offered, is measured by the script and recorded in BENCHMARKS.md)."""
+def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answers):
+    """What the model does on the held-out set, its calls held to their grammar as the worker
+    holds them (the figures are printed by the script and recorded in BENCHMARKS.md)."""
     thinking, answers = answers
     figures = evaluate_tiny_model.figures(answers, thinking)
-    assert figures["parsed_calls"] >= 0.4, figures  # the model this one replaced: one in ten
+    assert figures["parsed_calls"] >= 0.5, figures  # the model before this one: one in ten
+    # Every call it makes names a tool it was offered, with the arguments that tool requires.
+    assert figures["good_calls"] == figures["parsed_calls"], figures
     assert figures["questions_calling"] <= 0.1, figures
 
 

@@ -118,3 +118,10 @@ def test_arguments_come_in_the_schemas_order(tokenizer, guidance):
     """llguidance holds an object's keys to the order its schema lists them (optional ones may be left out)."""
     assert accepts(tokenizer, guidance, "json", json_body("Grep", {"pattern": "x", "head_limit": 3}))
     assert not accepts(tokenizer, guidance, "json", json_body("Grep", {"head_limit": 3, "pattern": "x"}))
+
+
+def test_a_coder_value_is_closed_the_templates_way(tokenizer, guidance):
+    """Empty is "\\n</parameter>"; a value that starts "</parameter>" would be text, running on."""
+    assert accepts(tokenizer, guidance, "xml", xml_body("Bash", {"command": ""}))
+    slip = "\n<function=Bash>\n<parameter=command>\n</parameter>\n</function>\n</tool_call>"
+    assert not accepts(tokenizer, guidance, "xml", slip)
