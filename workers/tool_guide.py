@@ -59,14 +59,14 @@ class ToolGuides:
         itself with its first token (a hybrid Qwen3 with thinking on)."""
         if not tools or self._ids[TOOL_OPEN] is None:
             return None
-        pristine = self._matcher(tools)
-        if pristine is None:
+        call = self._call_grammar(tools)
+        if call is None:
             return None
-        # A little whitespace first (Qwen3 writes "\\n\\n" after its thinking), never enough to run on.
+        # A little whitespace first (Qwen3 writes two newlines after its thinking), never enough to run on.
         opening = self._compiled(f"start: /[ \\t\\n]{{0,3}}/ <[{self._ids[TOOL_OPEN]}]>") if must_call else None
-        return ToolCallGuide(pristine, self._ids, in_thinking, opening, may_think)
+        return ToolCallGuide(call, self._ids, in_thinking, opening, may_think)
 
-    def _matcher(self, tools: list) -> "_Grammar | None":
+    def _call_grammar(self, tools: list) -> "_Grammar | None":
         close = f"<[{self._ids[TOOL_CLOSE]}]>" if self._ids[TOOL_CLOSE] is not None else json.dumps(TOOL_CLOSE)
         return self._compiled(call_body_grammar(tools, self._format, close))
 
@@ -105,6 +105,8 @@ def _single_token(tokenizer, text: str) -> int | None:
 
 
 class ToolCallGuide:
+    """One sequence's logits processor: free text, thinking, or a call held to its grammar."""
+
     def __init__(self, call: _Grammar, ids: dict, in_thinking: bool, opening: _Grammar | None = None,
                  may_think: bool = False):
         self._grammar = call
