@@ -178,3 +178,16 @@ def test_the_token_in_flight_is_read_only_inside_a_call(engine):
     assert allowed and all(text.startswith("{") for text in allowed), allowed
     guide.observe(newline)  # already taken in: not twice
     assert guide.in_call
+
+
+def test_logits_wider_than_the_tokenizer_never_allow_the_extra_rows(engine):
+    """Models pad their output layer past the tokenizer's vocabulary (Qwen3: 151,936 rows for 151,669 tokens)."""
+    import mlx.core as mx
+
+    guide = engine.tool_guides.guide(TOOLS, in_thinking=False)
+    guide.inserted(engine.encode("<tool_call>"))
+    width = engine.model.args.vocab_size + 100
+    masked = guide(mx.array(engine.encode("hi <tool_call>")), mx.zeros((1, width)))
+    assert masked.shape == (1, width)
+    assert mx.all(masked[0, engine.model.args.vocab_size:] == -mx.inf).item()
+    assert mx.any(masked[0] > -mx.inf).item()

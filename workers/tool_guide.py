@@ -95,8 +95,16 @@ class _Grammar:
 
 
 def _allowed(matcher: llguidance.LLMatcher, width: int) -> np.ndarray:
+    """The tokens `matcher` allows next, as a mask `width` wide."""
     bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-    return bits[:width].astype(np.bool_)
+    return _widened(bits.astype(np.bool_), width)
+
+
+def _widened(mask: np.ndarray, width: int) -> np.ndarray:
+    """`mask` cut or padded to `width` (logits may have rows past the tokenizer's: never allowed)."""
+    out = np.zeros(width, dtype=np.bool_)
+    out[:min(width, mask.size)] = mask[:width]
+    return out
 
 
 def _single_token(tokenizer, text: str) -> int | None:
@@ -156,7 +164,7 @@ class ToolCallGuide:
             return logits
         # Free: should the token in flight open a call, this step's token is the call's first.
         if self._first is None:
-            self._first = mx.array(self._grammar.first[: logits.shape[-1]])
+            self._first = mx.array(_widened(self._grammar.first, logits.shape[-1]))
         opens = context[-1] == self._ids[TOOL_OPEN]
         return mx.where(mx.logical_and(opens, mx.logical_not(self._first)),
                         mx.array(-mx.inf, dtype=logits.dtype), logits)
