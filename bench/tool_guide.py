@@ -38,21 +38,25 @@ REPO = Path(__file__).resolve().parent.parent
 TOOLS = chat_tools(json.loads((REPO / "tests" / "claude_code_tools.json").read_text()))
 
 
+def step_until_all_decode(batch):
+    """Prefill steps are not timed: step until a step yields only tokens."""
+    prefilling = True
+    while prefilling:
+        prefilling = any(output.token is None for output in batch.step())
+
+
 def decode(engine, streams: int, tokens: int, guided: bool, in_call: bool) -> float:
     """Tokens per second of `streams` sequences decoding `tokens` tokens each."""
     batch = engine.batch(max(streams, 8), 512)
-    guides = {}
     for i in range(streams):
-        guides[i] = engine.tool_guides.guide(TOOLS, in_thinking=False) if guided else None
+        guide = engine.tool_guides.guide(TOOLS, in_thinking=False) if guided else None
         batch.add(str(i), engine.encode(f"Stream {i}: tell me about the tide, at length."), Sampling(temperature=0.0),
-                  tokens + 2, guide=guides[i])
-    while any(o.token is None for o in batch.step()):
-        pass  # prefilled
+                  tokens + 2, guide=guide)
+    step_until_all_decode(batch)
     if in_call:
         for i in range(streams):
             batch.extend(str(i), engine.encode("<tool_call>"), tokens)
-        while any(o.token is None for o in batch.step()):
-            pass
+        step_until_all_decode(batch)
     produced, started = 0, time.perf_counter()
     while produced < streams * tokens and len(batch):
         produced += sum(o.token is not None for o in batch.step())
