@@ -134,10 +134,12 @@ def main():
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
     parser.add_argument("--show", action="store_true", help="print every answer")
     parser.add_argument("--unguided", action="store_true", help="the model alone: tool calls not held to a grammar")
+    parser.add_argument("--seed", type=int, default=tiny_model_data.HELD_OUT_SEED,
+                        help="another draw of held-out requests (the same held-out words, other combinations)")
     args = parser.parse_args()
     engine = Engine(args.model, cache_bytes=1 << 26)
-    cases = tiny_model_data.held_out_cases()
-    print(f"{args.model}: {len(cases)} held-out requests, greedy, at most {MAX_TOKENS} tokens each, "
+    cases = tiny_model_data.held_out_cases(seed=args.seed)
+    print(f"{args.model}: {len(cases)} held-out requests (seed {args.seed}), greedy, at most {MAX_TOKENS} tokens each, "
           f"tool calls {'unguided' if args.unguided else 'guided'}")
     for thinking in (True, False):
         answers = answer(engine, cases, thinking, guided=not args.unguided)

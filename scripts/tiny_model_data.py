@@ -93,6 +93,10 @@ QUESTION_THOUGHTS = (
     "This is a question about {s}. A short explanation is enough.",
     "The user wants to know about {s}. Keep the answer to a sentence or two.",
 )
+ACTION_THOUGHTS = (
+    "The user asks me to act on something. I will call one of my tools.",
+    "This is a request to act, not a question. I will call a tool.",
+)
 SYSTEM_PROMPTS = (None, None, "You are a helpful coding assistant.", "You are Hearth, a local assistant.",
                   "You are an agent. Use the tools when the user asks you to act.")
 
@@ -218,9 +222,9 @@ def chat_example(rng, variant="qwen3"):
     messages = _leading_system_turns(system, tools)
     tool = rng.choice(tools)
     prompt, arguments = action_request(rng, TRAINING, tool)
-    thought = f"The user wants me to {tool.verb} something. The {tool.name} tool does that; I will call it."
-    if rng.random() < 0.5:
-        thought = f"I will call {tool.name} with {', '.join(arguments)}."
+    # The thought names neither tool nor verb: a model this size cannot copy an unfamiliar
+    # word out of the request or the schemas, and a thought that tries wanders off.
+    thought = rng.choice(ACTION_THOUGHTS)
     call = {"type": "function", "function": {"name": tool.name, "arguments": arguments}}
     messages += [{"role": "user", "content": prompt},
                  {"role": "assistant", "content": _with_thinking(thinking, thought), "tool_calls": [call]}]
@@ -248,7 +252,10 @@ class HeldOutCase:
     expected_arguments: dict | None = None
 
 
-def held_out_cases(seed=7, actions=40, questions=20):
+HELD_OUT_SEED = 7  # the draw the tests and BENCHMARKS.md use
+
+
+def held_out_cases(seed=HELD_OUT_SEED, actions=40, questions=20):
     """Requests in phrasings, with tool schemas, that the training data does not contain.
 
     Each offers two or three held-out tools; an action request is about one of them.

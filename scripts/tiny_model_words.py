@@ -44,8 +44,25 @@ def _quoted(words):
     return lambda rng: '"' + " ".join(rng.sample(words, rng.randrange(1, 4))) + '"'
 
 
+# Many more verbs, each acting on one kind of value: with this many, what makes a request
+# an action is its shape (a verb, a value, an offered tool that does it), not its verb.
+MORE_TRAINING_VERBS = {
+    ("file", "path"): "annotate audit backup beautify bump cat chmod close compile convert decode decrypt diff dump "
+                      "encode encrypt export fix hash import lock minify migrate normalize patch preview refactor "
+                      "render reset restore rewrite sanitize sign sort split stage strip test touch translate trim "
+                      "truncate unlock unzip update validate verify wipe zip",
+    ("folder", "dir"): "organize tidy prune purge flatten mount unmount chown walk traverse snapshot explore measure",
+    ("command", "command"): "rerun repeat schedule trace debug spawn stop dispatch submit perform retry profile",
+    ("page", "url"): "poll probe scrape request bookmark monitor hit resolve grab pull post",
+    ("pattern", "query"): "seek detect spot filter highlight tally",
+    ("note", "pair_text_path"): "insert prepend record jot paste inject embed attach",
+    ("file", "pair_path_path"): "transfer relocate duplicate swap merge compare replace mirror",
+}
+
+
 TRAINING = Words(
-    actions=(
+    actions=tuple((verb, noun, kind) for (noun, kind), verbs in MORE_TRAINING_VERBS.items()
+                  for verb in verbs.split()) + (
         ("read", "file", "path"), ("open", "file", "path"), ("delete", "file", "path"), ("edit", "file", "path"),
         ("view", "file", "path"), ("check", "file", "path"), ("upload", "file", "path"), ("count", "lines", "path"),
         ("list", "directory", "dir"), ("create", "directory", "dir"), ("clean", "folder", "dir"),
@@ -55,6 +72,13 @@ TRAINING = Words(
         ("find", "text", "query"), ("grep", "pattern", "query"), ("look", "up", "query"),
         ("write", "file", "pair_text_path"), ("save", "note", "pair_text_path"), ("append", "line", "pair_text_path"),
         ("move", "file", "pair_path_path"), ("copy", "file", "pair_path_path"), ("link", "file", "pair_path_path"),
+        ("show", "file", "path"), ("print", "file", "path"), ("remove", "file", "path"), ("format", "file", "path"),
+        ("lint", "file", "path"), ("parse", "config", "path"), ("review", "file", "path"), ("load", "data", "path"),
+        ("archive", "directory", "dir"), ("sync", "folder", "dir"), ("empty", "directory", "dir"),
+        ("exec", "script", "command"), ("try", "command", "command"), ("benchmark", "command", "command"),
+        ("visit", "site", "url"), ("crawl", "site", "url"), ("browse", "page", "url"), ("curl", "url", "url"),
+        ("locate", "text", "query"), ("match", "pattern", "query"), ("hunt", "string", "query"),
+        ("put", "text", "pair_text_path"), ("add", "line", "pair_text_path"), ("clone", "file", "pair_path_path"),
     ),
     parameters={
         "path": ("path", "file_path", "file", "filename", "target"),
@@ -70,15 +94,22 @@ TRAINING = Words(
         "{Verb} {value}.", "Please {verb} {value}.", "Can you {verb} {value}?", "Could you {verb} {value} for me?",
         "I need you to {verb} {value}.", "{Verb} {value}, please.", "Now {verb} {value}.", "Let's {verb} {value}.",
         "Please {verb} {value} now.", "Can you please {verb} {value}?", "Next, {verb} {value}.",
-        "You should {verb} {value}.",
+        "You should {verb} {value}.", "{Verb} {value} for me.", "Will you {verb} {value}?",
+        "I want you to {verb} {value}.", "Try to {verb} {value}.", "Just {verb} {value}.", "First, {verb} {value}.",
+        "Do this: {verb} {value}.", "{Verb} {value} right away.", "Could you please {verb} {value}?",
+        "Please go and {verb} {value}.", "Mind if you {verb} {value}?", "Step one: {verb} {value}.",
     ),
     pair_requests=(
         "{Verb} {first} to {second}.", "Please {verb} {first} to {second}.", "Can you {verb} {first} to {second}?",
-        "I need you to {verb} {first} to {second}.",
+        "I need you to {verb} {first} to {second}.", "{Verb} {first} to {second} for me.",
+        "Will you {verb} {first} to {second}?", "Just {verb} {first} to {second}.",
     ),
     questions=(
         "What is {s}?", "Explain {s} in one sentence.", "Can you tell me about {s}?", "Why would I use {s}?",
         "How does {s} work?", "Give me a short note on {s}.", "What are the pros of {s}?", "Is {s} useful?",
+        "What's {s}?", "Define {s}.", "How would you describe {s}?", "What is the point of {s}?",
+        "Should I learn {s}?", "What problem does {s} solve?", "Where is {s} used?", "Do you know {s}?",
+        "How do I use {s}?", "Is {s} slow?", "Why is {s} popular?", "What are the cons of {s}?",
     ),
     greetings=("hello", "hi", "hey there", "good morning", "hello, who are you?", "hi! are you there?", "thanks!"),
     subjects=(
@@ -86,6 +117,10 @@ TRAINING = Words(
         "garbage collection", "a binary search", "dependency injection", "a Redis stream", "a REST API",
         "a git rebase", "a memory leak", "a closure", "type hints", "a context manager", "a decorator",
         "an HTTP header", "a database index", "a merge conflict", "a Python generator", "a mutex",
+        "a stack", "a thread pool", "a socket", "a regular expression", "a tuple", "a B-tree", "a hash function",
+        "an iterator", "polymorphism", "inheritance", "a compiler", "a virtual machine", "a deadlock", "caching",
+        "a message broker", "a callback", "a promise", "an async function", "a linter", "a pull request",
+        "a CPU cache", "a graph", "big O notation", "a singleton", "DNS", "TCP", "a struct", "a pointer",
     ),
     values={
         "path": _path(("main", "app", "server", "utils", "config", "README", "setup", "index", "models", "notes",
