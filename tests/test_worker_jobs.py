@@ -211,6 +211,20 @@ def test_the_models_own_cap_ends_the_turn_rather_than_reporting_max_tokens(redis
     assert result["content"][0]["text"] == "abc"
 
 
+def test_under_the_models_own_cap_thinking_leaves_room_for_an_answer(redis, jobs, make_worker):
+    """A model that would think past its generation_config.json cap still answers (no budget asked)."""
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(max_tokens=64000))
+    engine = ScriptedEngine(["<think>"] + [" think"] * 20, then=["The", " answer", "."])
+    engine.max_new_tokens = 8
+    make_worker(engine).work(burst=True)
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert [b["type"] for b in result["content"]] == ["thinking", "text"], result["content"]
+    assert result["content"][0]["thinking"].split() == ["think"] * 6  # three quarters of 8
+    assert result["content"][1]["text"] == "The"  # the room left after "<think>" and six thinking tokens
+    assert result["stop_reason"] == "end_turn" and result["usage"]["output_tokens"] == 8
+
+
 def test_answers_stop_at_the_context_window_and_a_prompt_that_fills_it_is_a_bad_request(redis, jobs, make_worker):
     engine = ScriptedEngine(["word "] * 50)
     engine.context_window = 4 + 5  # the test prompt is 4 tokens

@@ -145,10 +145,21 @@ class MessageJob:
             return self._finish("stop")  # the model went on after its tool calls: the turn ends at them
         if finish is not None:
             return self._finish(finish)
-        budget = self.request.thinking_budget if self.request.enable_thinking else None
+        budget = self._thinking_budget()
         if budget and p.parser.in_thinking and p.thinking_tokens >= budget:
             return self._close_thinking()
         return None
+
+    def _thinking_budget(self) -> int | None:
+        """The request's budget; under the model's own cap, at most three quarters of that cap:
+        an answer capped inside its thinking shows nothing (Claude Code then asks again, and again)."""
+        if not self.request.enable_thinking:
+            return None
+        budget = self.request.thinking_budget
+        if self.engine.max_new_tokens:
+            share = self.engine.max_new_tokens * 3 // 4
+            budget = min(budget, share) if budget else share
+        return budget
 
     def _close_thinking(self) -> Segment | Done:
         """Budget spent: close thinking in the model's own context and let it answer."""
