@@ -121,11 +121,7 @@ def test_arguments_come_in_the_schemas_order(tokenizer, guidance):
 
 
 def test_a_coder_value_is_closed_the_templates_way(tokenizer, guidance):
-    """Empty is "\\n</parameter>"; a value that starts with the format's closing tags would be text, running on."""
+    """Empty is "\\n</parameter>"; a value that starts "</parameter>" would be text, running on."""
     assert accepts(tokenizer, guidance, "xml", xml_body("Bash", {"command": ""}))
-    for slip in ("</parameter>", "</parameter=command>", "</function>"):
-        call = f"\n<function=Bash>\n<parameter=command>\n{slip}\n</parameter>\n</function>\n</tool_call>"
-        assert not accepts(tokenizer, guidance, "xml", call), slip
-    # Closing tags of other kinds, and these tags later in a value, are a value's own text.
-    for value in ("</div> closes it", "echo '</parameter=x>'"):
-        assert accepts(tokenizer, guidance, "xml", xml_body("Bash", {"command": value})), value
+    slip = "\n<function=Bash>\n<parameter=command>\n</parameter>\n</function>\n</tool_call>"
+    assert not accepts(tokenizer, guidance, "xml", slip)

@@ -37,11 +37,10 @@ DATA_KEYWORDS = ("const", "enum", "default", "examples")
 
 # A Qwen3-Coder parameter's value and its end: any text, then "\n</parameter>\n", which it holds only there.
 # One lexeme, as a lexer takes the longest match: a value apart from its end would swallow the end.
-# An empty value is the template's "\n</parameter>": one that starts with the format's own closing
-# tags ("</parameter>", "</parameter=path>", "</function>": slips of small models) would otherwise be
-# text of the value, which then runs on.
+# An empty value is the template's "\n</parameter>": one that starts "</parameter>" (a slip of small
+# models) would otherwise be text of the value, which then runs on.
 XML_VALUE = (r"/(.|\n)*\n<\/parameter>\n/ & ~/(.|\n)*\n<\/parameter>(.|\n)*\n<\/parameter>\n/"
-             r" & ~/<\/(parameter|function)(.|\n)*/")
+             r" & ~/<\/parameter>(.|\n)*/")
 
 
 def tool_name(tool: dict) -> str:
