@@ -87,6 +87,7 @@ class MessageJob:
         # When the worker took the job and admitted it (unix seconds), for the `started` event.
         self.timing: dict = {}
         self._offered = {tool.get("function", tool).get("name") for tool in request.tools or []}
+        self._budget = self._thinking_budget()  # once: on_output runs for every token
 
     def _begin(self) -> Progress:
         prompt = self.engine.render(self.request)
@@ -145,8 +146,7 @@ class MessageJob:
             return self._finish("stop")  # the model went on after its tool calls: the turn ends at them
         if finish is not None:
             return self._finish(finish)
-        budget = self._thinking_budget()
-        if budget and p.parser.in_thinking and p.thinking_tokens >= budget:
+        if self._budget and p.parser.in_thinking and p.thinking_tokens >= self._budget:
             return self._close_thinking()
         return None
 
