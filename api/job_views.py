@@ -45,7 +45,9 @@ def failure(job: Job, status: str) -> dict:
 
 
 def job_view(redis, job: Job, base_url: str = "") -> dict:
-    status = status_of(redis, job)
+    """The job as fetched: its status is not read again, so that it agrees with the times and
+    result fetched with it (a job that ends in between shows as it was, not finished without an end)."""
+    status = status_of(redis, job, refresh=False)
     # A resumed job's rq start time is its latest; the first is kept in its meta by the worker.
     started_at = job.meta.get("first_started_at") or iso(job.started_at)
     view = {

@@ -5,9 +5,13 @@ import time
 
 import anthropic
 import pytest
+from rq.job import Job, JobStatus
 
+from api.job_views import job_view
+from hearth.contract import QUEUE_BACKGROUND
 from tests.conftest import ScriptedEngine, poll_job, sse_events
 from tests.test_api import ANSWER
+from tests.test_worker_jobs import request
 
 REQUEST = {"model": "claude-opus-4-6", "max_tokens": 50, "messages": [{"role": "user", "content": "work on it"}],
            "thinking": {"type": "adaptive"}}
@@ -32,6 +36,19 @@ def test_submit_then_poll_gives_the_message_streaming_gives(client, running_work
     assert [b["type"] for b in polled["content"]] == [b.type for b in streamed.content]
     assert polled["content"][-1]["text"] == streamed.content[-1].text
     assert polled["usage"]["output_tokens"] == streamed.usage.output_tokens
+
+
+def test_a_job_that_ends_between_its_fetch_and_its_view_shows_as_fetched(jobs, redis, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(), priority=QUEUE_BACKGROUND)
+    fetched = Job.fetch(job_id, connection=redis)
+    make_worker(ScriptedEngine(ANSWER)).work(burst=True)
+
+    assert Job.fetch(job_id, connection=redis).get_status() == JobStatus.FINISHED
+    as_fetched = job_view(redis, fetched)
+    assert as_fetched["status"] == "queued" and as_fetched["ended_at"] is None and "message" not in as_fetched
+    now = job_view(redis, Job.fetch(job_id, connection=redis))
+    assert now["status"] == "finished" and now["ended_at"] and now["message"]["content"]
 
 
 def test_events_replay_resume_without_gaps_or_duplicates(client, running_worker):
