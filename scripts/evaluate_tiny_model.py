@@ -12,8 +12,10 @@ thinking mode it prints:
 - calls that parse: action requests answered with a tool_use block (a call
   whose JSON parses, whatever tool it names);
 - good calls: action requests answered with a parseable call to an offered
-  tool carrying every argument that tool requires (and the share that picked
-  the very tool the request was about, with the expected arguments);
+  tool carrying every argument that tool requires; and of those requests,
+  the share whose call picked the very tool the request was about, the share
+  whose call carries the values the request named (copied from the request),
+  and the share with both;
 - questions calling: plain questions answered with a tool call;
 - think tags in the answer: answers that write `<think>` or `</think>` after
   their thinking (the stream parser drops such stray tags; the model should
@@ -59,6 +61,14 @@ class Answer:
 
     def expected_call(self) -> bool:
         return any(call["name"] == self.case.expected_tool and call["input"] == self.case.expected_arguments
+                   for call in self.calls())
+
+    def expected_tool(self) -> bool:
+        return any(call["name"] == self.case.expected_tool for call in self.calls())
+
+    def expected_values(self) -> bool:
+        """A call carrying every value the request named, whatever tool and parameter it put them in."""
+        return any(all(value in call["input"].values() for value in self.case.expected_arguments.values())
                    for call in self.calls())
 
     def markup_in_answer(self) -> bool:
@@ -121,6 +131,8 @@ def figures(answers: list[Answer], thinking: bool) -> dict:
         "parsed_calls": sum(bool(a.calls()) for a in actions) / len(actions),
         "good_calls": sum(a.good_call() for a in actions) / len(actions),
         "expected_calls": sum(a.expected_call() for a in actions) / len(actions),
+        "expected_tools": sum(a.expected_tool() for a in actions) / len(actions),
+        "expected_values": sum(a.expected_values() for a in actions) / len(actions),
         "questions_calling": sum(bool(a.calls()) for a in questions) / len(questions),
         "markup_in_answer": sum(a.markup_in_answer() for a in answers) / len(answers),
         "thinking_as_asked": sum((k[:1] == ["thinking"]) == thinking and (thinking or "thinking" not in k)
@@ -149,7 +161,8 @@ def main():
         f = figures(answers, thinking)
         print(f"thinking {'on ' if thinking else 'off'}: calls that parse {f['parsed_calls']:.0%} of {f['actions']}, "
               f"good calls {f['good_calls']:.0%} "
-              f"(the expected call {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.0%} "
+              f"(the request's tool {f['expected_tools']:.0%}, its values {f['expected_values']:.0%}, "
+              f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.0%} "
               f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
               f"thinking as asked {f['thinking_as_asked']:.0%}")
 

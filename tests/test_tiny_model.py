@@ -86,3 +86,9 @@ def test_a_good_call_names_an_offered_tool_and_carries_every_argument_it_require
     assert not judged(call(tool["name"], {})).good_call()
     assert not judged(call("Read", full)).good_call()  # a tool it was not offered
     assert not judged({"type": "text", "text": "<tool_call>{garbled"}).good_call()
+
+    other = next(t["function"]["name"] for t in case.tools if t["function"]["name"] != case.expected_tool)
+    renamed = {f"other_{name}": value for name, value in case.expected_arguments.items()}
+    assert judged(call(other, renamed)).expected_values() and not judged(call(other, renamed)).expected_tool()
+    assert judged(call(tool["name"], full)).expected_tool() and not judged(call(tool["name"], full)).expected_values()
+    assert not judged(call(other, renamed)).expected_call()
