@@ -5,7 +5,15 @@ from datetime import datetime, timezone
 from rq.job import Job, JobStatus
 
 from api import anthropic_sse
-from hearth.contract import ERROR, Event, events_key, partial_key, priority_of, progress_key, suspended_key
+from hearth.contract import (
+    ERROR,
+    Event,
+    events_key,
+    partial_key,
+    priority_of,
+    progress_key,
+    suspended_key,
+)
 
 STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.DEFERRED: "queued", JobStatus.SCHEDULED: "queued",
