@@ -49,7 +49,7 @@ def json_body(name: str, arguments: dict) -> str:
 @pytest.mark.parametrize("name, arguments", [
     ("Bash", {"command": "ls -la"}),
     ("Bash", {"command": "sleep 1", "timeout": 2.5}),
-    ("Grep", {"pattern": "TODO", "output_mode": "count", "head_limit": 20}),
+    ("Grep", {"pattern": "deprecated", "output_mode": "count", "head_limit": 20}),
     ("Grep", {"pattern": "a \"quoted\" \\ word\nnext line"}),
 ])
 def test_a_well_formed_call_to_an_offered_tool_is_accepted(tokenizer, guidance, name, arguments):
@@ -79,7 +79,7 @@ def xml_body(name: str, parameters: dict) -> str:
 
 def test_qwen3_coder_calls_are_held_to_the_offered_functions_and_their_parameters(tokenizer, guidance):
     assert accepts(tokenizer, guidance, "xml", xml_body("Bash", {"command": "ls -la\necho </param>"}))
-    assert accepts(tokenizer, guidance, "xml", xml_body("Grep", {"pattern": "TODO", "head_limit": 20}))
+    assert accepts(tokenizer, guidance, "xml", xml_body("Grep", {"pattern": "deprecated", "head_limit": 20}))
     assert not accepts(tokenizer, guidance, "xml", xml_body("Read", {"file_path": "a.py"}))
     assert not accepts(tokenizer, guidance, "xml", xml_body("Bash", {}))
     assert not accepts(tokenizer, guidance, "xml", xml_body("Bash", {"cwd": "/tmp"}))
