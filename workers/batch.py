@@ -14,7 +14,9 @@ needs around it:
 - tokens pushed into a running sequence (the end of thinking forced by a
   budget): its cache is taken out and put back with those tokens to prefill;
 - a sequence's tool-call guide (workers/tool_guide.py), as its logits processor,
-  shown each of its tokens as it comes out.
+  shown each of its tokens as it comes out;
+- an end of turn straight after its thinking taken back: the sequence goes on
+  with the model's answer guard (workers/answer_guard.py), so it says something.
 
 Sequences are named by the caller's keys; text is the caller's business.
 """
@@ -67,6 +69,8 @@ class _Sequence:
     prefilling: bool = True
     waiters: list = field(default_factory=list)  # sequences waiting for this prompt's prefix
     guide: object = None  # workers/tool_guide.ToolCallGuide, or None
+    guarded: bool = False  # it ended on its thinking once: the answer guard holds it from then on
+    generated: int = 0  # tokens generated since it was last inserted (of its max_tokens)
 
 
 def can_batch(model) -> bool:
@@ -104,9 +108,22 @@ class _Sequences:
         self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens, guide=guide)
         return self._sequences[key]
 
-    @staticmethod
-    def _processors(sequence: _Sequence) -> list:
-        return [sequence.guide] if sequence.guide is not None else []
+    def _processors(self, sequence: _Sequence) -> list:
+        answer_guard = self.engine.answer_guard if sequence.guarded else None
+        return [p for p in (answer_guard, sequence.guide) if p is not None]
+
+    def _ends_unanswered(self, sequence: _Sequence) -> bool:
+        """An end of turn with nothing said after the thinking, the first time: to be taken back."""
+        guard = self.engine.answer_guard
+        if guard is None or sequence.guarded or not guard.unanswered(sequence.tokens):
+            return False
+        log.info("sequence %s ended its turn on its thinking: it goes on, end of turn masked until it answers",
+                 sequence.key)
+        sequence.guarded = True
+        sequence.max_tokens -= sequence.generated - 1  # the end of turn taken back is not one of its tokens
+        if sequence.guide is not None:
+            sequence.guide.inserted([])  # a new insertion: its counts start again
+        return True
 
 
 class ModelBatch(_Sequences):
@@ -172,6 +189,12 @@ class ModelBatch(_Sequences):
             sequence = self._sequences[key]
             if sequence.guide is not None:
                 sequence.guide.observe(response.token)
+            sequence.generated += 1
+            if response.finish_reason == "stop" and self._ends_unanswered(sequence):
+                del self._keys[response.uid]
+                self.prompt_cache.store(sequence.lease, response.all_tokens, response.prompt_cache)
+                self._start(sequence)  # from the prompt cache: a token or two to prefill
+                continue
             outputs.append(Output(key, token=response.token, finish=response.finish_reason))
             if response.finish_reason is None:
                 sequence.tokens.append(response.token)
@@ -204,6 +227,7 @@ class ModelBatch(_Sequences):
         self._insert(sequence, segments, sequence.max_tokens, lease.kv, tokens[:lease.reused])
 
     def _insert(self, sequence, segments, max_tokens, kv, context):
+        sequence.max_tokens, sequence.generated = max_tokens, 0
         [sequence.uid] = self._generator.insert_segments([segments], [max_tokens], caches=[kv], all_tokens=[context],
                                                          samplers=[sequence.sampler],
                                                          logits_processors=[self._processors(sequence)])
@@ -273,7 +297,7 @@ class SoloBatch(_Sequences):
         self._chunk = prefill_chunk
         self._eos = set(engine.tokenizer.eos_token_ids)
         self._order: deque = deque()  # keys, the decoding one first
-        self._current = None  # (sequence, its K/V, tokens left to prefill, generator, tokens generated)
+        self._current = None  # (sequence, its K/V, tokens left to prefill, generator)
 
     def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0,
             guide=None):
@@ -283,12 +307,12 @@ class SoloBatch(_Sequences):
             log.info("sequence %s waits: model %s decodes one sequence at a time", key, self.engine.name)
 
     def extend(self, key: str, tokens: list, max_tokens: int):
-        sequence, kv, _, _, _ = self._current
+        sequence, kv, _, _ = self._current
         sequence.tokens += list(tokens)
-        sequence.max_tokens, sequence.prefilling = max_tokens, True
+        sequence.max_tokens, sequence.generated, sequence.prefilling = max_tokens, 0, True
         if sequence.guide is not None:
             sequence.guide.inserted(tokens)
-        self._current = (sequence, kv, list(tokens), None, 0)
+        self._current = (sequence, kv, list(tokens), None)
 
     def remove(self, key: str):
         sequence = self._sequences.pop(key)
@@ -303,29 +327,33 @@ class SoloBatch(_Sequences):
             return []
         if self._current is None:
             self._current = self._begin(self._sequences[self._order[0]])
-        sequence, kv, pending, generator, generated = self._current
+        sequence, kv, pending, generator = self._current
         if len(pending) > 1:
             chunk, pending = pending[:min(self._chunk, len(pending) - 1)], pending[min(self._chunk, len(pending) - 1):]
             self.engine.model(mx.array(chunk)[None], cache=kv)
             mx.eval([layer.state for layer in kv])
-            self._current = (sequence, kv, pending, generator, generated)
+            self._current = (sequence, kv, pending, generator)
             done = len(sequence.tokens) - len(pending)
             return [ModelBatch._first(sequence, Output(sequence.key, prefilled=(done, len(sequence.tokens))))]
         outputs = []
         if generator is None:
             generator = generate_step(mx.array(pending), self.engine.model, prompt_cache=kv,
                                       sampler=sequence.sampler, max_tokens=sequence.max_tokens,
-                                      logits_processors=self._processors(sequence))
+                                      logits_processors=self._seeing_all(sequence, pending))
             sequence.prefilling = False
             outputs.append(ModelBatch._first(sequence, Output(sequence.key, prefilled=(len(sequence.tokens),) * 2)))
         token, _ = next(generator)
         if sequence.guide is not None:
             sequence.guide.observe(token)
-        generated += 1
-        finish = "stop" if token in self._eos else "length" if generated >= sequence.max_tokens else None
+        sequence.generated += 1
+        finish = "stop" if token in self._eos else "length" if sequence.generated >= sequence.max_tokens else None
+        if finish == "stop" and self._ends_unanswered(sequence):
+            self.prompt_cache.store(sequence.lease, sequence.tokens + [token], kv)
+            self._current = self._begin(sequence)
+            return outputs
         outputs.append(Output(sequence.key, token=token, finish=finish))
         sequence.tokens.append(token)
-        self._current = (sequence, kv, [], generator, generated)
+        self._current = (sequence, kv, [], generator)
         if finish:
             self._sequences.pop(sequence.key)
             self._order.popleft()
@@ -340,7 +368,15 @@ class SoloBatch(_Sequences):
     def nbytes_with(self, tokens: int) -> int:
         return self.nbytes + self._bytes_per_token * tokens
 
+    def _seeing_all(self, sequence: _Sequence, pending: list) -> list:
+        """Its logits processors, shown its whole context: generate_step shows them only the tokens it is given."""
+        processors = self._processors(sequence)
+        if not processors:
+            return []
+        before = mx.array(sequence.tokens[:len(sequence.tokens) - len(pending)], dtype=mx.int32)
+        return [lambda tokens, logits, p=p: p(mx.concatenate([before, tokens]), logits) for p in processors]
+
     def _begin(self, sequence: _Sequence):
         lease = self.prompt_cache.lookup(sequence.tokens)
-        sequence.lease, sequence.reused = lease, lease.reused
-        return sequence, lease.kv, sequence.tokens[lease.reused:], None, 0
+        sequence.lease, sequence.reused, sequence.generated = lease, lease.reused, 0
+        return sequence, lease.kv, sequence.tokens[lease.reused:], None

@@ -17,6 +17,7 @@ from cache.block_store import BlockStore, model_cache_dir
 from cache.block_index import common_prefix_length
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
+from workers.answer_guard import AnswerGuard
 from workers.batch import ModelBatch, Sampling, SoloBatch, can_batch
 from workers.tool_calls import tool_format_of
 from workers.tool_guide import ToolGuides
@@ -93,6 +94,7 @@ class Engine:
                         "beside the other models' batches", name)
         self._tools_first = tools_first
         self.tool_guides = self._tool_guides()
+        self.answer_guard = AnswerGuard.for_tokenizer(self.tokenizer)  # None for a model that does not think
         # The cache's blocks reach disk as they are made: a worker that crashed comes back warm.
         self.block_store = BlockStore(model_cache_dir(cache_dir, name), name) if cache_dir else None
         if self.block_store:

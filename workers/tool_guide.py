@@ -48,7 +48,7 @@ class ToolGuides:
         self._tokenizer = llguidance.hf.from_tokenizer(tokenizer._tokenizer, n_vocab=vocab_size,
                                                        eos_token=sorted(tokenizer.eos_token_ids))
         self._format = tool_format
-        self._ids = {tag: _single_token(tokenizer, tag) for tag in (THINK_OPEN, THINK_CLOSE, TOOL_OPEN, TOOL_CLOSE)}
+        self._ids = {tag: single_token(tokenizer, tag) for tag in (THINK_OPEN, THINK_CLOSE, TOOL_OPEN, TOOL_CLOSE)}
         self._grammars: OrderedDict[str, _Grammar | None] = OrderedDict()
 
     def guide(self, tools: list | None, in_thinking: bool, must_call: bool = False,
@@ -107,7 +107,7 @@ def _widened(mask: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _single_token(tokenizer, text: str) -> int | None:
+def single_token(tokenizer, text: str) -> int | None:
     ids = tokenizer.encode(text, add_special_tokens=False)
     return ids[0] if len(ids) == 1 else None
 
