@@ -51,6 +51,16 @@ def test_claude_code_2_1_332s_request_is_accepted():
     assert [t["function"]["name"] for t in request.tools] == ["Bash"]
 
 
+def test_the_newest_sdks_request_fields_are_accepted():
+    """anthropic 2.16's `messages.create` sends these (and no longer `temperature`, `top_p` or `top_k`):
+    none changes what a local model generates, so each is accepted and ignored."""
+    body = claude_code_request(cache_control={"type": "ephemeral"}, container=None, diagnostics=None,
+                               inference_geo="us", service_tier="auto", speed="fast", user_profile_id="profile_1",
+                               workspace_id="wrkspc_1")
+    request, _ = parse(body)
+    assert request == parse(claude_code_request())[0]
+
+
 @pytest.mark.parametrize("model, served", [
     ("claude-haiku-4-5-20251001", "fast-model"),
     ("claude-3-5-haiku-latest", "fast-model"),
