@@ -75,6 +75,12 @@ def test_think_tags_in_the_answer_outside_code_are_the_models_markup():
     assert blocks == [{"type": "text", "text": "Use the  tag now"}]
 
 
+def test_a_tool_call_close_that_closes_no_call_is_dropped():
+    blocks, parser = assemble(["Sure.", "\n</tool", "_call> Done", " and `</tool_call>` in code."])
+    assert blocks == [{"type": "text", "text": "Sure.\n Done and `</tool_call>` in code."}]
+    assert parser.tool_calls == 0 and parser.garbled_calls == 0 and not parser.ended
+
+
 def test_thinking_disabled_drops_the_tags_the_model_writes_anyway():
     blocks, _ = assemble(["<think>x</think>y"], thinking_enabled=False)
     assert blocks == [{"type": "text", "text": "xy"}]

@@ -12,7 +12,8 @@ Small and quantized models get their own format wrong now and then:
 - A tag in the answer is the model's markup, unless it sits in code (inside
   backticks or a fenced block), where it is what the user asked for (say, a
   parser for such tags). So outside code, a `<think>` or `</think>` after
-  thinking has closed (a second `</think>`) is dropped; in code it is text.
+  thinking has closed (a second `</think>`), or a `</tool_call>` that closes
+  no call, is dropped; in code it is text.
 - A tool call that does not parse comes back as text, exactly as written,
   instead of failing the turn (`garbled_calls` counts them).
 - Anthropic's model stops at its tool calls: once a call is complete, only
@@ -28,7 +29,7 @@ from workers.tool_calls import TOOL_CALL_PARSERS, ToolCallError  # noqa: F401 - 
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
-TEXT_TAGS = (TOOL_OPEN, THINK_OPEN, THINK_CLOSE)
+TEXT_TAGS = (TOOL_OPEN, TOOL_CLOSE, THINK_OPEN, THINK_CLOSE)
 _BACKTICKS = re.compile(r"`+")
 
 
@@ -160,7 +161,7 @@ class StreamParser:
         return TEXT_TAGS
 
     def _on_tag(self, before: str, tag: str):
-        if tag == TOOL_CLOSE:
+        if tag == TOOL_CLOSE and self._mode == "tool_call":
             self._finish_call(before, closed=True)
             return
         if tag == THINK_CLOSE and self._mode == "thinking":
@@ -180,7 +181,7 @@ class StreamParser:
             # The text block stays open: a call that does not parse goes on in it, as text.
             self._mode, self._call_text, self._call_block = "tool_call", "", False
             self._call = TOOL_CALL_PARSERS[self._tool_format](self._tools)
-        # Otherwise a stray <think> or </think> outside code: the model's markup, dropped.
+        # Otherwise a stray <think>, </think> or </tool_call> outside code: the model's markup, dropped.
 
     def _feed_call(self, text: str):
         self._call_text += text
