@@ -90,6 +90,34 @@ def test_a_long_prompt_arriving_never_stops_the_running_sequences(babbler):
     assert tokens_of(outputs["arriving"]) == alone(engine, long, 60)
 
 
+def test_long_prompts_arriving_together_share_one_chunk_a_step(babbler):
+    engine = babbler
+    fresh_engine_cache(engine)
+    batch = engine.batch(8, 384)
+    arrivals = {"running": (0, prompt(engine, "hello there ", 12))}
+    for i, words in enumerate(["the quick brown fox ", "jumps over the lazy dog ", "a stitch in time "]):
+        arrivals[f"subagent{i}"] = (3, prompt(engine, words, 900))
+    steps = {}
+    outputs = run(batch, arrivals, 40, steps)
+    prefilled_by_step = {}
+    for key in arrivals:
+        if key == "running":
+            continue
+        done = 0
+        for step, o in zip(steps[key], outputs[key]):
+            if o.prefilled:
+                prefilled_by_step[step] = prefilled_by_step.get(step, 0) + o.prefilled[0] - done
+                done = o.prefilled[0]
+    decoding = {step for step, o in zip(steps["running"], outputs["running"]) if o.token is not None}
+    # Three prompts of 900 tokens went in one chunk a step in all (a third each), not a chunk
+    # each, and the running sequence got its token in every one of those steps.
+    assert sum(prefilled_by_step.values()) == 3 * 900
+    assert max(prefilled_by_step.values()) <= 384, prefilled_by_step
+    assert len(prefilled_by_step) >= 3 * 900 // 384
+    assert set(prefilled_by_step) <= decoding
+    assert tokens_of(outputs["subagent1"]) == alone(engine, arrivals["subagent1"][1], 40)
+
+
 def test_prompts_sharing_a_prefix_arriving_together_prefill_it_once(engine):
     fresh_engine_cache(engine)
     batch = engine.batch(8, 256)

@@ -34,6 +34,8 @@ from cache.block_index import common_prefix_length
 
 log = logging.getLogger(__name__)
 
+MIN_PREFILL_SHARE = 64  # tokens: below this a step's fixed cost outweighs the prompt's share
+
 
 @dataclass
 class Output:
@@ -136,6 +138,7 @@ class ModelBatch(_Sequences):
             prefill_batch_size=max_sequences,
             prefill_step_size=prefill_chunk,
         )
+        self._chunk = prefill_chunk
         self._keys: dict[int, str] = {}
 
     def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0,
@@ -172,6 +175,7 @@ class ModelBatch(_Sequences):
 
     def step(self) -> list[Output]:
         """One model call for every sequence: a token each for those decoding, a chunk for prompts."""
+        self._share_prefill_chunk()
         prompt_responses, generation_responses = self._generator.next()
         outputs = []
         for response in prompt_responses:
@@ -202,6 +206,18 @@ class ModelBatch(_Sequences):
             del self._sequences[key], self._keys[response.uid]
             self.prompt_cache.store(sequence.lease, response.all_tokens, response.prompt_cache)
         return outputs
+
+    def _share_prefill_chunk(self):
+        """One chunk of prompt a step in all, shared by the prompts prefilling.
+
+        mlx-lm's generator gives every prompt in its prefill batch a chunk of its own each step, so
+        four subagents' prompts arriving together would make every running stream wait four chunks
+        a token. Shared, a step costs about what one prompt's chunk does; the prompts do the same
+        work in smaller steps, finishing about when they would have (plus the running streams'
+        decode steps taken between).
+        """
+        prefilling = sum(s.prefilling and s.uid is not None for s in self._sequences.values())
+        self._generator.prefill_step_size = max(self._chunk // max(prefilling, 1), MIN_PREFILL_SHARE)
 
     @property
     def nbytes(self) -> int:
