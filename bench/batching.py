@@ -1,6 +1,6 @@
 """Continuous batching benchmark: Hearth batched, Hearth with one slot, mlx-lm's server, and the limit.
 
-    python bench/batching.py [--tokens 300] [--rounds 2] [--long-prompt 20000] [--many 64]
+    python bench/batching.py [--tokens 300] [--rounds 2] [--long-prompt 20000] [--long-prompts 1] [--many 64]
 
 Everything runs on the babbler (scripts/build_babbler.py: the bundled
 model's shape and cost per token, but it never stops by itself), greedy,
@@ -12,10 +12,10 @@ each stream with a prompt of its own, side by side in one run:
    one job at a time), mlx-lm's server (which batches), all driven by the
    same client through streamed OpenAI chat completions, and the limit:
    mlx-lm's BatchGenerator in this process (no queue, no HTTP).
-2. Mixed load: four streams decoding while a --long-prompt-token prompt
-   arrives: the longest gap between two tokens of the four while it is
-   prefilled, against its prefill time (its TTFT), for Hearth and mlx-lm's
-   server.
+2. Mixed load: four streams decoding while --long-prompts prompts of
+   --long-prompt tokens each arrive together: the longest gap between two
+   tokens of the four while they are prefilled, against their prefill time
+   (the last one's TTFT), for Hearth and mlx-lm's server.
 3. The queue's own cost for one request: TTFT through Hearth (streamed
    Messages) minus mlx-lm's stream_generate in this process on the same
    tokens, over ten prompts of 450-900 tokens, and where the time goes
@@ -112,16 +112,17 @@ def throughput(systems: dict, limit: InProcess, counts, tokens: int, rounds: int
 
 # --- 2. mixed load ---------------------------------------------------------------------------------
 
-async def mixed_load(base_url: str, model: str, long_prompt: str) -> dict:
-    """Four streams decoding; then the long prompt arrives (one token asked): gaps while it is prefilled."""
+async def mixed_load(base_url: str, model: str, long_prompts: list) -> dict:
+    """Four streams decoding; then the long prompts arrive together (one token asked each): gaps while
+    they are prefilled."""
     async with httpx.AsyncClient(timeout=None) as client:
         done = asyncio.Event()
         runners = [asyncio.create_task(_stream_until(client, base_url, model, prompt_of(i), done)) for i in range(4)]
         await asyncio.sleep(2.0)  # all four decoding
-        long = await chat_stream(client, base_url, model, long_prompt, 1)
+        longs = await asyncio.gather(*(chat_stream(client, base_url, model, p, 1) for p in long_prompts))
         done.set()
         arrivals = await asyncio.gather(*runners)
-    start, end = long["sent"], long["arrivals"][0]
+    start, end = min(long["sent"] for long in longs), max(long["arrivals"][0] for long in longs)
     gaps = []
     for times in arrivals:
         during = [t for t in times if start <= t <= end]
@@ -144,6 +145,10 @@ async def _stream_until(client, base_url, model, prompt, done: asyncio.Event) ->
             if done.is_set():
                 break
     return arrivals
+
+
+LONG_PROMPT_WORDS = ["the quick brown fox jumps over the lazy dog", "a stitch in time saves nine stitches later",
+                     "every good boy deserves fudge and a second helping", "pack my box with five dozen liquor jugs"]
 
 
 # --- 3. the queue's own cost ----------------------------------------------------------------------
@@ -239,6 +244,7 @@ def main():
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--long-prompt", type=int, default=20000, help="tokens of the prompt arriving mid-load")
+    parser.add_argument("--long-prompts", type=int, default=1, help="how many such prompts arrive together")
     parser.add_argument("--many", type=int, default=64)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,mixed,queue,many")
     args = parser.parse_args()
@@ -269,13 +275,15 @@ def main():
                 print("many streams", file=sys.stderr)
                 results["many"] = api_relay_delay(batched, args.many, min(args.tokens, 200))
             if "mixed" not in skip:
-                long_prompt = limit.text_of(args.long_prompt, "the quick brown fox jumps over the lazy dog")
+                # Texts of their own: prompts sharing a prefix would wait for one another's prefill.
+                long_prompts = [limit.text_of(args.long_prompt, words) for words in LONG_PROMPT_WORDS[:args.long_prompts]]
                 results["mixed"] = {}
                 for name in ("hearth batched", "mlx_lm.server"):
                     print(f"mixed load: {name}", file=sys.stderr)
-                    results["mixed"][name] = asyncio.run(mixed_load(*systems[name], long_prompt))
-                results["mixed_chunk"] = limit.longest_prefill_chunk(limit.tokens(long_prompt))
-                results["mixed_prompt_tokens"] = len(limit.tokens(long_prompt))
+                    results["mixed"][name] = asyncio.run(mixed_load(*systems[name], long_prompts))
+                results["mixed_chunk"] = limit.longest_prefill_chunk(limit.tokens(long_prompts[0]))
+                results["mixed_prompt_tokens"] = len(limit.tokens(long_prompts[0]))
+                results["mixed_prompts"] = len(long_prompts)
         finally:
             for system in (batched, one_slot, peer):
                 system.stop()
@@ -303,7 +311,8 @@ def report(results: dict, args):
         single = table[("hearth batched", 1)]["tokens_per_s"] / table[("hearth one slot", 1)]["tokens_per_s"]
         print(f"   a single stream, batched over one slot: {single:.2f}x")
     if "mixed" in results:
-        print(f"2. Mixed load: four streams decoding while a {results['mixed_prompt_tokens']}-token prompt arrives")
+        print(f"2. Mixed load: four streams decoding while {results['mixed_prompts']} prompt(s) of "
+              f"{results['mixed_prompt_tokens']} tokens arrive together")
         for name, r in results["mixed"].items():
             print(f"   {name:15s} prefill {r['prefill_s']:6.1f} s; longest gap between two deltas of the four "
                   f"{r['longest_gap_s'] * 1000:7.0f} ms; {r['deltas_during']} deltas received meanwhile")
