@@ -11,6 +11,8 @@ needs around it:
 - a prompt that shares a long prefix with one still being prefilled (Claude
   Code's subagents share ~16K tokens of tools) waits for that prefill and
   takes the prefix from the cache, instead of computing it a second time;
+- prompts prefilling together share one chunk a step, so running streams wait
+  about one chunk a token however many prompts arrive;
 - tokens pushed into a running sequence (the end of thinking forced by a
   budget): its cache is taken out and put back with those tokens to prefill;
 - a sequence's tool-call guide (workers/tool_guide.py), as its logits processor,
