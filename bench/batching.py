@@ -244,7 +244,8 @@ def main():
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--long-prompt", type=int, default=20000, help="tokens of the prompt arriving mid-load")
-    parser.add_argument("--long-prompts", type=int, default=1, help="how many such prompts arrive together")
+    parser.add_argument("--long-prompts", type=int, default=1, choices=range(1, len(LONG_PROMPT_WORDS) + 1),
+                        help="how many such prompts arrive together")
     parser.add_argument("--many", type=int, default=64)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,mixed,queue,many")
     args = parser.parse_args()
