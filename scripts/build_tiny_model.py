@@ -30,6 +30,17 @@ a build takes about a seventh of the time:
 Another BLAS sums in another order, so its weights differ in their last
 bits; with either, two builds are identical.
 `--refresh-corpus` rewrites the corpus from this Python's standard library.
+
+`--read-steps N` (not how the committed weights were built) first has the
+model read: N steps of language-model training on the docstrings of this
+Python and the packages installed beside it (`pretraining_corpus.py`, every
+paragraph holding a held-out request's phrasing, tool name, command or
+address left out), so that words the conversations never show mean
+something to it. At 3,000 steps (51 minutes with OpenBLAS) it met the
+tool-call targets on every held-out draw, but on Claude Code's real 28K-token
+prompt it never left its thinking (BENCHMARKS.md), so it is not the default.
+What it reads depends on what is installed, so such a build is repeatable
+only on its machine.
 """
 
 import argparse
@@ -46,6 +57,7 @@ from mlx.utils import tree_flatten
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).parent))
+import pretraining_corpus
 import tiny_model_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +154,47 @@ def init_weights(out, init_from=None):
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
 
 
+# Reading (--read-steps): what words mean, from text, before the chat training.
+READING_BATCH, READING_LENGTH = 16, 256
+READING_LEARNING_RATE, READING_WARMUP = 3e-3, 50
+
+
+def reading_loss(model, rows):
+    """Next-token loss on text, scored at every fourth position: the 8192-way output layer
+    is most of a step's cost on a CPU, and every position still reads its whole context."""
+    from mlx import nn
+
+    hidden = model.model(rows[:, :-1])[:, 3::4]
+    logits = model.model.embed_tokens.as_linear(hidden)
+    return nn.losses.cross_entropy(logits, rows[:, 1:][:, 3::4]).mean()
+
+
+def read(out, steps):
+    """Language-model training on the docstrings corpus, from the weights in `out`."""
+    from mlx import nn
+    from mlx_lm.models import qwen3
+
+    tokens = np.array(pretraining_corpus.corpus_tokens(Tokenizer.from_file(str(out / "tokenizer.json"))),
+                      dtype=np.int32)
+    print(f"reading {len(tokens)} tokens of docstrings for {steps} steps")
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(MODEL_CONFIG))
+    model.load_weights(str(out / "model.safetensors"))
+    schedule = optim.join_schedules([optim.linear_schedule(0, READING_LEARNING_RATE, READING_WARMUP),
+                                     optim.cosine_decay(READING_LEARNING_RATE, steps, READING_LEARNING_RATE / 10)],
+                                    [READING_WARMUP])
+    optimizer = optim.AdamW(learning_rate=schedule, weight_decay=0.0)
+    loss_and_grad = nn.value_and_grad(model, reading_loss)
+    rng = np.random.default_rng(0)
+    for step in range(1, steps + 1):
+        offsets = rng.integers(0, len(tokens) - READING_LENGTH - 1, READING_BATCH)
+        loss, grads = loss_and_grad(model, mx.array(np.stack([tokens[o:o + READING_LENGTH + 1] for o in offsets])))
+        optimizer.update(model, grads)
+        mx.eval(model.parameters(), optimizer.state, loss)
+        if step % 100 == 0:
+            print(f"reading step {step}: loss {loss.item():.3f}", flush=True)
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+
+
 ANSWER_WINDOW = 96
 # An answer's first tokens decide it (a call or text; a thought about acting or about a
 # question): weighted above the rest, so that the decision is learnt from the request's
@@ -227,6 +280,8 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--refresh-corpus", action="store_true")
     parser.add_argument("--init-from", type=Path, help="start from this build's weights (same tokenizer)")
+    parser.add_argument("--read-steps", type=int, default=0,
+                        help="first read docstrings for this many steps (pretraining_corpus.py)")
     args = parser.parse_args()
     args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
     if args.refresh_corpus or not CORPUS.exists():
@@ -236,6 +291,8 @@ def main():
     vocab = train_tokenizer(args.out, args.variant)
     write_config(args.out, vocab)
     init_weights(args.out, args.init_from)
+    if args.read_steps:
+        read(args.out, args.read_steps)
     fine_tune(args.out, args.iters, args.variant, args.learning_rate)
     print(f"built {args.out}")
 

@@ -13,6 +13,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import evaluate_tiny_model
+import pretraining_corpus
 import tiny_model_data
 
 
@@ -43,6 +44,29 @@ def test_the_held_out_set_is_held_out(cases):
     for tool in (tool["function"] for case in cases for tool in case.tools):
         assert tool["name"] not in names and not set(tool["parameters"]["required"]) & parameters
     assert sum(bool(case.expected_tool) for case in cases) == 40 and len(cases) == 60
+
+
+def test_what_the_model_reads_leaves_out_what_held_out_requests_are_made_of(cases):
+    """The docstrings it reads before its chat training (scripts/pretraining_corpus.py) keep no
+    paragraph holding a held-out phrasing, compound tool name or parameter name, command or address;
+    single ordinary words (a verb, a subject) stay, as a pretrained model has read them."""
+    holds_held_out = pretraining_corpus.held_out_matcher()
+    for case in cases:
+        # "Kindly {verb} {value}." is the one phrasing of a single word: ordinary English, so it stays.
+        assert holds_held_out(f"An example: {case.prompt} That is all.") or case.prompt.startswith("Kindly "), \
+            case.prompt
+        for tool in case.tools:
+            name, required = tool["function"]["name"], tool["function"]["parameters"]["required"]
+            if name.lower() not in {verb for verb, _, _ in tiny_model_data.HELD_OUT.actions}:
+                assert holds_held_out(f"See {name} for details."), name
+            assert any(holds_held_out(f"The {p} argument.") or "_" not in p for p in required)
+    for command in ("cargo test", "docker ps", "go vet ./...", "npm run lint", "ruff check ."):
+        assert holds_held_out(f"Run `{command}` first.")
+    assert holds_held_out("Fetched from https://pypi.org/simple/rq today.")
+    for ordinary in ("Return the tail of the list.", "Compress the data with zlib.",
+                     "A semaphore manages an internal counter.", "The base directory of the build.",
+                     "Check the security of the scheme during setup."):
+        assert not holds_held_out(ordinary), ordinary
 
 
 def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answers):
