@@ -27,7 +27,7 @@ class ScriptedEngine:
 
     Piece i is token FIRST_TOKEN + i; a continuation after a forced end of
     thinking generates `then`. A resumed sequence goes on after the pieces
-    its context already holds. `on_step(key, index)` runs before sequence
+    its context already holds (with `then`, once it holds them all). `on_step(key, index)` runs before sequence
     `key` makes piece `index` (tests cancel, stop or enqueue work there);
     `fail_at` makes the batched step raise there instead, as an MLX failure
     would. `bytes_per_token` gives sequences a K/V size for admission.
@@ -106,7 +106,9 @@ class ScriptedBatch:
     def add(self, key, tokens, sampling, max_tokens, static_tokens=0, guide=None):
         self.engine.contexts.append(list(tokens))
         done = sum(t >= ScriptedEngine.FIRST_TOKEN for t in tokens)  # a resumed job's pieces so far
-        self.sequences[key] = {"next": done, "last": len(self.engine.pieces), "room": max_tokens,
+        # A context holding every piece (its end taken back) goes on with `then`.
+        last = len(self.engine.pieces) + (len(self.engine.then) if done >= len(self.engine.pieces) else 0)
+        self.sequences[key] = {"next": done, "last": last, "room": max_tokens,
                                "prefilled": False, "context": list(tokens)}
 
     def extend(self, key, tokens, max_tokens):

@@ -48,7 +48,7 @@ def masked_ends(engine, text: str) -> bool:
     ("<think>\nLet me see.\n</think>\n\n\n", True),
     ("<think>\nLet me see.\n</think>\n\nYes", False),
     ("<think>\nLet me see.\n</think>\n\nYes.\n\n", False),
-    ("<think>\nLet me see.", False),  # ending in its thinking is the thinking budget's business
+    ("<think>\nLet me see.", False),  # ending inside its thinking is the job's business (workers/jobs.py)
     ("Hello there", False),
 ])
 def test_end_of_turn_is_masked_only_while_nothing_is_said_after_thinking(babbler, text, masked):

@@ -184,6 +184,23 @@ def test_a_spent_thinking_budget_closes_thinking_in_the_models_context(redis, jo
     assert result["stop_reason"] == "end_turn"
 
 
+def test_an_end_of_turn_inside_thinking_closes_it_and_the_model_answers(redis, jobs, make_worker):
+    """A reply of thinking alone shows nothing (`claude -p` prints an empty line)."""
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request())
+    engine = ScriptedEngine(["<think>", "\nA", " thought"], then=["The", " answer", "."])
+    make_worker(engine).work(burst=True)
+
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert [b["type"] for b in result["content"]] == ["thinking", "text"], result["content"]
+    assert result["content"][0]["thinking"] == "A thought" and result["content"][1]["text"] == "The answer."
+    # It started again from everything so far plus the closing tag, its end of turn left out.
+    first, second = engine.contexts
+    closing = engine.encode("\n</think>\n\n")
+    assert second == first + [ScriptedEngine.FIRST_TOKEN + i for i in range(3)] + closing
+    assert result["stop_reason"] == "end_turn" and result["usage"]["output_tokens"] == 3 + 3 + 1
+
+
 def test_a_cold_shutdown_mid_job_still_sends_an_error_event(redis, jobs, make_worker):
     job_id = jobs.new_job_id()
     jobs.enqueue(job_id, request())

@@ -106,15 +106,19 @@ class MessageJob:
         room = self._room()
         if room <= 0:
             return self._finish("length")
+        return self._whole_context(room)
+
+    def _whole_context(self, room: int) -> Segment:
         p = self.progress
         guide = self.engine.tool_guide(self.request, p.opens_in_thinking)
         if guide is not None:
-            guide.inserted(p.context[p.prompt_tokens:])  # a resumed job's output so far
+            guide.inserted(p.context[p.prompt_tokens:])  # the output so far
         return Segment(list(p.context), room, p.static_tokens if not p.output_tokens else 0, guide)
 
     def on_output(self, output) -> Segment | Done | None:
-        """One output of this job's sequence. Returns what the sequence does next:
-        None (go on), a Segment to push into it (thinking closed by its budget), or Done."""
+        """One output of this job's sequence. Returns what the sequence does next: None (go on),
+        a Segment to push into it (thinking closed by its budget) or, its sequence ended, to start
+        it again with (thinking closed after an end of turn inside it), or Done."""
         p = self.progress
         if output.reused is not None and p.reused is None:
             p.reused = output.reused  # the first lookup's: a resumed job finds its own prefill cached
@@ -144,6 +148,12 @@ class MessageJob:
             return self._finish("stop_sequence")
         if p.parser.ended:
             return self._finish("stop")  # the model went on after its tool calls: the turn ends at them
+        if finish == "stop" and p.parser.in_thinking:
+            # An end of turn inside its thinking: a reply of thinking alone shows nothing (`claude -p`
+            # prints an empty line). Not one of its tokens; thinking is closed and the model answers.
+            log.info("job %s ended its turn inside its thinking: thinking closed, the model answers", self.job_id)
+            p.output_tokens -= 1
+            return self._close_thinking(ended=True)
         if finish is not None:
             return self._finish(finish)
         if self._budget and p.parser.in_thinking and p.thinking_tokens >= self._budget:
@@ -161,13 +171,17 @@ class MessageJob:
             budget = min(budget, share) if budget else share
         return budget
 
-    def _close_thinking(self) -> Segment | Done:
-        """Budget spent: close thinking in the model's own context and let it answer."""
+    def _close_thinking(self, ended: bool = False) -> Segment | Done:
+        """Close thinking in the model's own context and let it answer: its budget is spent, or
+        it `ended` its turn there (its sequence is over: it starts again from everything so far,
+        which the prompt cache holds; if it ends again at once, the answer guard takes that back)."""
         self._emit(self.progress.parser.close_thinking())
         forced = self.engine.encode(THINK_CLOSE_TEXT)
         self.progress.context += forced
         room = self._room()
-        return Segment(forced, room) if room > 0 else self._finish("length")
+        if room <= 0:
+            return self._finish("length")
+        return self._whole_context(room) if ended else Segment(forced, room)
 
     def _room(self) -> int:
         """Tokens this answer may still have: the client's max_tokens, the context window, the model's own cap."""

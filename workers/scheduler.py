@@ -227,7 +227,10 @@ class Scheduler:
             run.first_token_at = time.monotonic()
         after = run.message.on_output(output)
         if isinstance(after, Segment):
-            self.batches[run.model].extend(run.job.id, after.tokens, after.max_tokens)
+            if run.job.id in self.batches[run.model]:
+                self.batches[run.model].extend(run.job.id, after.tokens, after.max_tokens)
+            else:
+                self._add(run, after)  # its sequence had ended: it starts again
         elif isinstance(after, Done):
             run.done = after
             if run.job.id in self.batches[run.model]:
