@@ -8,39 +8,40 @@ in `<think>` (or, with thinking off, answers after the template's empty think
 block) and calls tools in Qwen3's JSON; `coder` (models/hearth-tiny-coder)
 uses Qwen3-Coder's template: no thinking, XML tool calls.
 
-Three steps, all deterministic for the committed files and seeds:
+Three steps (four with reading), all deterministic for the committed files and seeds:
 1. a byte-level BPE tokenizer trained with `tokenizers` on
    `models/tokenizer_corpus.txt` (English, Python and JSON, so token counts
    resemble a real tokenizer's) and the frozen conversations of
    `models/tokenizer_conversations.jsonl`, with Qwen3's special tokens;
 2. a 2-layer Qwen3 model (2 layers, not 1: a 1-layer model prefills for free
    on MLX and would make cache benchmarks meaningless);
-3. a full fine-tune with mlx-lm's trainer on synthetic conversations
+3. optionally, reading (`--read-steps N`, not how the committed weights
+   were built): language-model training on the docstrings of this Python
+   and the packages installed beside it (`pretraining_corpus.py`, every
+   paragraph holding a held-out request's phrasing, tool name, command or
+   address left out), so that words the conversations never show mean
+   something to it;
+4. a full fine-tune with mlx-lm's trainer on synthetic conversations
    (`tiny_model_data.py`), half thinking, half not, so that it thinks when
    asked to and only then, answers briefly, calls a tool when asked to act,
-   and ends its turn with `<|im_end|>`.
+   and ends its turn with `<|im_end|>`; optionally (`--long-share`, not how
+   the committed weights were built) a share of them made Claude Code-sized
+   (`long_prompts.py`), so that its manners hold deep in a long prompt.
 
 On Linux, the `mlx[cpu]` wheel carries the reference BLAS, and its matrix
 products are some 50 times slower than OpenBLAS's on this model's shapes.
 With Debian's OpenBLAS preloaded (`apt-get install libopenblas0-pthread`),
-a build takes about a seventh of the time:
+a build takes about a seventh of the time (16 minutes on two cores; with
+`--read-steps 3000 --long-share 0.05`, 42 minutes of reading and 30 of chat
+training, BENCHMARKS.md):
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 python scripts/build_tiny_model.py
 
 Another BLAS sums in another order, so its weights differ in their last
-bits; with either, two builds are identical.
+bits; with either, two builds are identical. What the model reads depends
+on what is installed, so a build that reads is repeatable only on its
+machine.
 `--refresh-corpus` rewrites the corpus from this Python's standard library.
-
-`--read-steps N` (not how the committed weights were built) first has the
-model read: N steps of language-model training on the docstrings of this
-Python and the packages installed beside it (`pretraining_corpus.py`, every
-paragraph holding a held-out request's phrasing, tool name, command or
-address left out), so that words the conversations never show mean
-something to it. At 3,000 steps (51 minutes with OpenBLAS) it met the
-tool-call targets on every held-out draw, but on Claude Code's real 28K-token
-prompt it never left its thinking (BENCHMARKS.md), so it is not the default.
-What it reads depends on what is installed, so such a build is repeatable
-only on its machine.
 """
 
 import argparse
@@ -57,6 +58,7 @@ from mlx.utils import tree_flatten
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).parent))
+import long_prompts
 import pretraining_corpus
 import tiny_model_data
 
@@ -195,6 +197,8 @@ def read(out, steps):
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
 
 
+# With --long-share, conversations made Claude Code-sized (long_prompts.py) run to 4.3K tokens.
+MAX_SEQ_LENGTH = 4608
 ANSWER_WINDOW = 96
 # An answer's first tokens decide it (a call or text; a thought about acting or about a
 # question): weighted above the rest, so that the decision is learnt from the request's
@@ -250,18 +254,23 @@ def chat_turns(examples, tokenizer):
     return [turns.process(example) for example in examples]
 
 
-def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE):
+def training_conversations(variant, long_share=0.0):
+    return long_prompts.lengthen_some(tiny_model_data.chat_examples(seed=2, count=8000, variant=variant),
+                                      long_share, seed=4)
+
+
+def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE, long_share=0.0):
     from mlx_lm import load
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
     mx.random.seed(0)
     np.random.seed(0)  # mlx-lm's batch iterator shuffles with numpy
     model, tokenizer = load(str(out))
-    train_set = chat_turns(tiny_model_data.chat_examples(seed=2, count=8000, variant=variant), tokenizer)
+    train_set = chat_turns(training_conversations(variant, long_share), tokenizer)
     valid_set = chat_turns(tiny_model_data.chat_examples(seed=3, count=64, variant=variant), tokenizer)
     args = TrainingArgs(
         batch_size=8, iters=iters, val_batches=4, steps_per_report=25, steps_per_eval=iters,
-        steps_per_save=iters + 1, max_seq_length=1024, adapter_file=str(out / "unused.safetensors"),
+        steps_per_save=iters + 1, max_seq_length=MAX_SEQ_LENGTH, adapter_file=str(out / "unused.safetensors"),
     )
     optimizer = optim.AdamW(learning_rate=optim.cosine_decay(learning_rate, iters, learning_rate / 10),
                             weight_decay=0.0)
@@ -282,6 +291,8 @@ def main():
     parser.add_argument("--init-from", type=Path, help="start from this build's weights (same tokenizer)")
     parser.add_argument("--read-steps", type=int, default=0,
                         help="first read docstrings for this many steps (pretraining_corpus.py)")
+    parser.add_argument("--long-share", type=float, default=0.0,
+                        help="the share of conversations made Claude Code-sized (long_prompts.py)")
     args = parser.parse_args()
     args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
     if args.refresh_corpus or not CORPUS.exists():
@@ -293,7 +304,7 @@ def main():
     init_weights(args.out, args.init_from)
     if args.read_steps:
         read(args.out, args.read_steps)
-    fine_tune(args.out, args.iters, args.variant, args.learning_rate)
+    fine_tune(args.out, args.iters, args.variant, args.learning_rate, args.long_share)
     print(f"built {args.out}")
 
 

@@ -1,6 +1,7 @@
 """Measure the bundled model's manners on requests it was never trained on.
 
     python scripts/evaluate_tiny_model.py [MODEL_DIR]       # default: models/hearth-tiny
+    python scripts/evaluate_tiny_model.py --long            # the same requests, Claude Code-sized
 
 Greedy, through Hearth's own path: the worker's Engine renders each request
 (chat template, tools first) and decodes it in a batch, and the stream parser
@@ -21,7 +22,14 @@ thinking mode it prints:
   their thinking (the stream parser drops such stray tags; the model should
   not write them);
 - thinking-on answers that open with a thinking block, thinking-off answers
-  that have none.
+  that have none;
+- answered: answers with text or a call after any thinking (a reply that is
+  all thinking shows the user nothing).
+
+`--long` puts each request inside a Claude Code-sized prompt
+(scripts/long_prompts.py: a long system prompt, Claude Code's tools beside
+the offered ones, a reminder before the request and a system turn after it,
+1.5K to 4.3K tokens); `--temperature 1` samples, as Claude Code asks.
 """
 
 import argparse
@@ -31,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import long_prompts
 import tiny_model_data
 
 from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event, GenerationRequest
@@ -54,7 +63,7 @@ class Answer:
 
     def good_call(self) -> bool:
         """A call to an offered tool with every argument it requires (a non-empty string each)."""
-        offered = {t["function"]["name"]: t["function"]["parameters"]["required"] for t in self.case.tools}
+        offered = {t["function"]["name"]: t["function"]["parameters"].get("required", []) for t in self.case.tools}
         return any(call["name"] in offered
                    and all(isinstance(call["input"].get(p), str) and call["input"][p] for p in offered[call["name"]])
                    for call in self.calls())
@@ -70,6 +79,10 @@ class Answer:
         """A call carrying every value the request named, whatever tool and parameter it put them in."""
         return any(all(value in call["input"].values() for value in self.case.expected_arguments.values())
                    for call in self.calls())
+
+    def answered(self) -> bool:
+        """Text or a call after any thinking: what a client shows (a reply all thinking shows nothing)."""
+        return any(b["type"] == "tool_use" or (b["type"] == "text" and b["text"].strip()) for b in self.blocks)
 
     def markup_in_answer(self) -> bool:
         """A `<think>` or `</think>` written after thinking (the parser drops it; the model should not write it)."""
@@ -91,23 +104,23 @@ def _blocks(events) -> list:
 
 
 def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TOKENS,
-           guided: bool = True) -> list[Answer]:
-    """Every case answered greedily, eight at a time in one batch; its tool calls held to their grammar
-    as the worker holds them (workers/tool_guide.py), unless not `guided`."""
+           guided: bool = True, temperature: float = 0.0) -> list[Answer]:
+    """Every case answered (greedily unless a `temperature` is given), eight at a time in one batch;
+    its tool calls held to their grammar as the worker holds them (workers/tool_guide.py), unless not `guided`."""
     batch = engine.batch(8, 512)
     pending, running, answers = list(enumerate(cases)), {}, [None] * len(cases)
     while pending or running:
         while pending and len(running) < 8:
             i, case = pending.pop(0)
             request = GenerationRequest(model=engine.name, requested_model="tiny", max_tokens=max_tokens,
-                                        messages=[{"role": "user", "content": case.prompt}], tools=case.tools,
+                                        system=case.system, messages=case.messages(), tools=case.tools,
                                         enable_thinking=thinking)
             prompt = engine.render(request)
             parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=thinking,
                                   tool_format=engine.tool_format, tools=case.tools)
             running[str(i)] = (case, engine.decoder(), parser, [], [])
             guide = engine.tool_guide(request, prompt.opens_in_thinking) if guided else None
-            batch.add(str(i), prompt.tokens, Sampling(temperature=0.0), max_tokens, guide=guide)
+            batch.add(str(i), prompt.tokens, Sampling(temperature=temperature), max_tokens, guide=guide)
         for output in batch.step():
             if output.token is None:
                 continue
@@ -134,6 +147,7 @@ def figures(answers: list[Answer], thinking: bool) -> dict:
         "expected_tools": sum(a.expected_tool() for a in actions) / len(actions),
         "expected_values": sum(a.expected_values() for a in actions) / len(actions),
         "questions_calling": sum(bool(a.calls()) for a in questions) / len(questions),
+        "answered": sum(a.answered() for a in answers) / len(answers),
         "markup_in_answer": sum(a.markup_in_answer() for a in answers) / len(answers),
         "thinking_as_asked": sum((k[:1] == ["thinking"]) == thinking and (thinking or "thinking" not in k)
                                  for k in kinds) / len(answers),
@@ -148,13 +162,19 @@ def main():
     parser.add_argument("--unguided", action="store_true", help="the model alone: tool calls not held to a grammar")
     parser.add_argument("--seed", type=int, default=tiny_model_data.HELD_OUT_SEED,
                         help="another draw of held-out requests (the same held-out words, other combinations)")
+    parser.add_argument("--long", action="store_true",
+                        help="the same requests, Claude Code-sized (scripts/long_prompts.py)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="sampled, as Claude Code asks (1.0)")
     args = parser.parse_args()
     engine = Engine(args.model, cache_bytes=1 << 26)
     cases = tiny_model_data.held_out_cases(seed=args.seed)
-    print(f"{args.model}: {len(cases)} held-out requests (seed {args.seed}), greedy, at most {MAX_TOKENS} tokens each, "
+    if args.long:
+        cases = long_prompts.long_cases(cases, seed=args.seed)
+    print(f"{args.model}: {len(cases)} held-out requests (seed {args.seed}{', Claude Code-sized' if args.long else ''}), "
+          f"{f'temperature {args.temperature}' if args.temperature else 'greedy'}, at most {MAX_TOKENS} tokens each, "
           f"tool calls {'unguided' if args.unguided else 'guided'}")
     for thinking in (True, False):
-        answers = answer(engine, cases, thinking, guided=not args.unguided)
+        answers = answer(engine, cases, thinking, guided=not args.unguided, temperature=args.temperature)
         if args.show:
             for a in answers:
                 print(repr(a.case.prompt), [t["function"]["name"] for t in a.case.tools], "->", repr(a.raw))
@@ -164,7 +184,7 @@ def main():
               f"(the request's tool {f['expected_tools']:.0%}, its values {f['expected_values']:.0%}, "
               f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.0%} "
               f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
-              f"thinking as asked {f['thinking_as_asked']:.0%}")
+              f"thinking as asked {f['thinking_as_asked']:.0%}, answered {f['answered']:.0%}")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,12 @@ class HeldOutCase:
     # For an action: the tool it is about and its arguments; None for a plain question.
     expected_tool: str | None = None
     expected_arguments: dict | None = None
+    # Claude Code-sized (scripts/long_prompts.py): a system prompt, and the turns around the request.
+    system: str | None = None
+    turns: list | None = None
+
+    def messages(self) -> list:
+        return self.turns or [{"role": "user", "content": self.prompt}]
 
 
 HELD_OUT_SEED = 7  # the draw the tests and BENCHMARKS.md use

@@ -12,7 +12,9 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
+import build_tiny_model
 import evaluate_tiny_model
+import long_prompts
 import pretraining_corpus
 import tiny_model_data
 
@@ -36,7 +38,8 @@ def answers(request, engine, cases):
 
 def test_the_held_out_set_is_held_out(cases):
     """No held-out request, tool name or required parameter occurs in the training conversations."""
-    training = tiny_model_data.chat_examples(seed=2, count=8000)
+    # With Claude Code-sized conversations too (build_tiny_model.py --long-share), their tools among them.
+    training = build_tiny_model.training_conversations("qwen3", long_share=0.05)
     prompts = {m["content"] for example in training for m in example["messages"] if m["role"] == "user"}
     tools = [tool["function"] for example in training for tool in example["tools"] or []]
     names, parameters = {t["name"] for t in tools}, {p for t in tools for p in t["parameters"]["properties"]}
@@ -68,6 +71,35 @@ def test_what_the_model_reads_leaves_out_what_held_out_requests_are_made_of(case
                      "A semaphore manages an internal counter.", "The base directory of the build.",
                      "Check the security of the scheme during setup."):
         assert not holds_held_out(ordinary), ordinary
+
+
+def test_claude_code_sized_prompts_keep_the_request_and_the_answer_and_hold_nothing_held_out(cases):
+    """Long prompts (scripts/long_prompts.py): Claude Code's shape around the same request and answer,
+    their filler free of held-out material, the held-out requests' filler apart from the training's."""
+    training, held_out = long_prompts.filler(), long_prompts.filler(held_out=True)
+    assert training and held_out and not set(training) & set(held_out)
+    holds_held_out = pretraining_corpus.held_out_matcher()
+    assert not any(holds_held_out(paragraph) for paragraph in training + held_out)
+
+    def after_the_request(messages):
+        return [m for m in messages if m["role"] != "system"][1:]
+
+    short = tiny_model_data.chat_examples(seed=2, count=200)
+    lengthened = [(s, long) for s, long in zip(short, long_prompts.lengthen_some(short, 0.5, seed=4)) if long != s]
+    assert 60 < len(lengthened) < 140
+    for example, long in lengthened:
+        system, turns = long["messages"][:2], long["messages"][2:]
+        assert [m["role"] for m in system] == ["system", "system"] and len(system[1]["content"]) > 800
+        asked = next(m for m in example["messages"] if m["role"] == "user")["content"]
+        assert turns[0]["role"] == "user" and turns[0]["content"].startswith("<system-reminder>")
+        assert turns[0]["content"].endswith("</system-reminder>\n\n" + asked)
+        assert after_the_request(long["messages"]) == after_the_request(example["messages"])  # the answer
+        assert set(map(str, example["tools"] or [])) <= set(map(str, long["tools"]))
+        assert len(long["tools"]) - len(example["tools"] or []) >= long_prompts.TOOL_COUNT[0]
+
+    long_case = long_prompts.long_cases(cases[:1], seed=7)[0]
+    assert long_case.messages()[0]["content"].endswith(cases[0].prompt) and long_case.system
+    assert {t["function"]["name"] for t in cases[0].tools} < {t["function"]["name"] for t in long_case.tools}
 
 
 def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answers):
