@@ -26,7 +26,9 @@ Three steps (four with reading), all deterministic for the committed files and s
    asked to and only then, answers briefly, calls a tool when asked to act,
    and ends its turn with `<|im_end|>`; optionally (`--long-share`, not how
    the committed weights were built) a share of them made Claude Code-sized
-   (`long_prompts.py`), so that its manners hold deep in a long prompt.
+   (`long_prompts.py`), so that its manners hold deep in a long prompt, and
+   (`--result-share`, nor this) more of those that stop at a call going on
+   to its result and a reply in words.
 
 On Linux, the `mlx[cpu]` wheel carries the reference BLAS, and its matrix
 products are some 50 times slower than OpenBLAS's on this model's shapes.
@@ -254,19 +256,20 @@ def chat_turns(examples, tokenizer):
     return [turns.process(example) for example in examples]
 
 
-def training_conversations(variant, long_share=0.0):
-    return long_prompts.lengthen_some(tiny_model_data.chat_examples(seed=2, count=8000, variant=variant),
-                                      long_share, seed=4)
+def training_conversations(variant, long_share=0.0, result_share=0.0):
+    examples = long_prompts.lengthen_some(tiny_model_data.chat_examples(seed=2, count=8000, variant=variant),
+                                          long_share, seed=4)
+    return tiny_model_data.going_on_after_results(examples, result_share, seed=11)
 
 
-def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE, long_share=0.0):
+def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE, long_share=0.0, result_share=0.0):
     from mlx_lm import load
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
     mx.random.seed(0)
     np.random.seed(0)  # mlx-lm's batch iterator shuffles with numpy
     model, tokenizer = load(str(out))
-    train_set = chat_turns(training_conversations(variant, long_share), tokenizer)
+    train_set = chat_turns(training_conversations(variant, long_share, result_share), tokenizer)
     valid_set = chat_turns(tiny_model_data.chat_examples(seed=3, count=64, variant=variant), tokenizer)
     args = TrainingArgs(
         batch_size=8, iters=iters, val_batches=4, steps_per_report=25, steps_per_eval=iters,
@@ -293,6 +296,8 @@ def main():
                         help="first read docstrings for this many steps (pretraining_corpus.py)")
     parser.add_argument("--long-share", type=float, default=0.0,
                         help="the share of conversations made Claude Code-sized (long_prompts.py)")
+    parser.add_argument("--result-share", type=float, default=0.0,
+                        help="the share of those stopping at a call that go on after its result")
     args = parser.parse_args()
     args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
     if args.refresh_corpus or not CORPUS.exists():
@@ -304,7 +309,7 @@ def main():
     init_weights(args.out, args.init_from)
     if args.read_steps:
         read(args.out, args.read_steps)
-    fine_tune(args.out, args.iters, args.variant, args.learning_rate, args.long_share)
+    fine_tune(args.out, args.iters, args.variant, args.learning_rate, args.long_share, args.result_share)
     print(f"built {args.out}")
 
 

@@ -243,6 +243,32 @@ def chat_examples(seed, count, variant="qwen3"):
     return [chat_example(rng, variant) for _ in range(count)]
 
 
+# Thoughts before a call, as a history may hold them (a real model's, or Claude Code's record of one).
+EARLIER_THOUGHTS = ("I should call {name} for this.", "Let me use {name}.", "{name} can do this; I will call it.",
+                    "I need to run {name} first.", *ACTION_THOUGHTS)
+
+
+def going_on_after_results(examples, share, seed):
+    """`examples` with about `share` of those that stop at a call going on: the call's result comes
+    back and the answer says what it was, after an earlier thought of any kind, so that a result
+    is answered in words, not with another call."""
+    rng = random.Random(seed)
+    out = []
+    for example in examples:
+        last = example["messages"][-1]
+        if last["role"] == "assistant" and last.get("tool_calls") and rng.random() < share:
+            call, thinking = last["tool_calls"][0]["function"], example["thinking"]
+            thought = rng.choice(EARLIER_THOUGHTS).format(name=call["name"])
+            example = dict(example, messages=example["messages"][:-1] + [
+                dict(last, content=_with_thinking(thinking, thought)),
+                {"role": "tool", "content": "ok\n" + "\n".join(map(str, call["arguments"].values()))},
+                {"role": "assistant", "content": _with_thinking(
+                    thinking, "The tool returned its output. I will summarise it.",
+                    f"Done: {call['name']} finished without errors.")}])
+        out.append(example)
+    return out
+
+
 @dataclass
 class HeldOutCase:
     prompt: str

@@ -102,6 +102,21 @@ def test_claude_code_sized_prompts_keep_the_request_and_the_answer_and_hold_noth
     assert {t["function"]["name"] for t in cases[0].tools} < {t["function"]["name"] for t in long_case.tools}
 
 
+def test_conversations_that_stop_at_a_call_can_go_on_to_its_result_and_a_reply_in_words():
+    """build_tiny_model.py --result-share: after a call's result, the answer says what came back."""
+    short = tiny_model_data.chat_examples(seed=2, count=300)
+    went_on = tiny_model_data.going_on_after_results(short, 0.5, seed=11)
+    changed = [(before, after) for before, after in zip(short, went_on) if after != before]
+    stopping = [e for e in short if e["messages"][-1].get("tool_calls")]
+    assert 0.3 * len(stopping) < len(changed) < 0.7 * len(stopping)
+    for before, after in changed:
+        assert before["messages"][-1].get("tool_calls") and after["messages"][:-3] == before["messages"][:-1]
+        call, result, reply = after["messages"][-3:]
+        assert call["tool_calls"] == before["messages"][-1]["tool_calls"] and result["role"] == "tool"
+        assert reply["role"] == "assistant" and "tool_calls" not in reply and "Done: " in reply["content"]
+        assert call["content"].startswith("<think>") == before["thinking"]
+
+
 def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answers):
     """What the model does on the held-out set, its calls held to their grammar as the worker
     holds them (the figures are printed by the script and recorded in BENCHMARKS.md)."""
