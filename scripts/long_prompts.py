@@ -16,11 +16,14 @@ fifth; paragraphs holding held-out material are left out of both.
 """
 
 import dataclasses
+import functools
 import json
 import random
 from pathlib import Path
 
 import pretraining_corpus
+
+from api.anthropic_request import chat_tools
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "models" / "tokenizer_corpus.txt"
@@ -40,11 +43,11 @@ def filler(held_out=False) -> list[str]:
     return paragraphs[split:] if held_out else paragraphs[:split]
 
 
+@functools.cache
 def claude_code_tools() -> list[dict]:
-    """Claude Code's own tool schemas (its descriptions dropped), in the chat template's shape."""
-    return [{"type": "function", "function": {"name": t["name"], "description": t["description"],
-                                              "parameters": t["input_schema"]}}
-            for t in json.loads(CLAUDE_CODE_TOOL_LIST.read_text(encoding="utf-8"))]
+    """Claude Code's own tool schemas (its descriptions dropped), in the chat template's shape,
+    as the API makes them (read once: every lengthened conversation draws from them)."""
+    return chat_tools(json.loads(CLAUDE_CODE_TOOL_LIST.read_text(encoding="utf-8")))
 
 
 def _text(rng, paragraphs, chars) -> str:
