@@ -114,7 +114,10 @@ def test_conversations_that_stop_at_a_call_can_go_on_to_its_result_and_a_reply_i
         call, result, reply = after["messages"][-3:]
         assert call["tool_calls"] == before["messages"][-1]["tool_calls"] and result["role"] == "tool"
         assert reply["role"] == "assistant" and "tool_calls" not in reply and "Done: " in reply["content"]
-        assert call["content"].startswith("<think>") == before["thinking"]
+        assert reply["content"].startswith("<think>") == before["thinking"]
+    # A client sends back earlier thinking whatever this turn's mode: thinking off, some calls still carry it.
+    thought = {(before["thinking"], after["messages"][-3]["content"].startswith("<think>")) for before, after in changed}
+    assert thought == {(True, True), (False, True), (False, False)}
 
 
 def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answers):
