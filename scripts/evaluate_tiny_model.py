@@ -24,7 +24,11 @@ thinking mode it prints:
 - thinking-on answers that open with a thinking block, thinking-off answers
   that have none;
 - answered: answers with text or a call after any thinking (a reply that is
-  all thinking shows the user nothing).
+  all thinking shows the user nothing);
+- after a result: each action request again, as a history in which the call
+  was made (with an earlier thought or none, as a client sends it back) and
+  its result came back; the share that calls a tool again (in a client that
+  runs every call, a turn that may never end) and the share answered in words.
 
 `--long` puts each request inside a Claude Code-sized prompt
 (scripts/long_prompts.py: a long system prompt, Claude Code's tools beside
@@ -33,6 +37,7 @@ the offered ones, a reminder before the request and a system turn after it,
 """
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import long_prompts
 import tiny_model_data
 
+from api.anthropic_request import chat_messages
 from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event, GenerationRequest
 from hearth.message import MessageAssembler
 from workers.batch import Sampling
@@ -88,6 +94,30 @@ class Answer:
         """A `<think>` or `</think>` written after thinking (the parser drops it; the model should not write it)."""
         answer = self.raw.partition("</think>")[2] if self.raw.lstrip().startswith("<think>") else self.raw
         return "<think>" in answer or "</think>" in answer
+
+
+# As a client sends back the turn that called: with no thinking, or thinking in words the
+# training data does not hold; and results of a few kinds.
+THOUGHTS_BEFORE_THE_CALL = (None, "The user wants me to use the {name} tool. I will call it.",
+                            "That needs a tool; calling it now.")
+RESULTS = ("{values}", "main.py\nREADME.md", "Exit code 0")
+
+
+def after_a_result(cases: list) -> list:
+    """The action requests of `cases` as histories, through the API's own conversion
+    (api/anthropic_request.py): the request's call made, and its result back."""
+    histories = []
+    for i, case in enumerate(c for c in cases if c.expected_tool):
+        thought = THOUGHTS_BEFORE_THE_CALL[i % len(THOUGHTS_BEFORE_THE_CALL)]
+        call = {"type": "tool_use", "id": f"toolu_{i}", "name": case.expected_tool, "input": case.expected_arguments}
+        said = [{"type": "thinking", "thinking": thought.format(name=case.expected_tool), "signature": "s"}] if thought else []
+        result = RESULTS[i // len(THOUGHTS_BEFORE_THE_CALL) % len(RESULTS)].format(
+            values="\n".join(case.expected_arguments.values()))
+        histories.append(dataclasses.replace(case, turns=chat_messages([
+            {"role": "user", "content": case.prompt},
+            {"role": "assistant", "content": [*said, call]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": result}]}])))
+    return histories
 
 
 def _blocks(events) -> list:
@@ -155,6 +185,13 @@ def figures(answers: list[Answer], thinking: bool) -> dict:
     }
 
 
+def after_result_figures(answers: list[Answer]) -> dict:
+    return {"calls_again": sum(bool(a.calls()) for a in answers) / len(answers),
+            "in_words": sum(any(b["type"] == "text" and b["text"].strip() for b in a.blocks) and not a.calls()
+                            for a in answers) / len(answers),
+            "histories": len(answers)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
@@ -168,8 +205,10 @@ def main():
     args = parser.parse_args()
     engine = Engine(args.model, cache_bytes=1 << 26)
     cases = tiny_model_data.held_out_cases(seed=args.seed)
+    histories = after_a_result(cases)
     if args.long:
         cases = long_prompts.long_cases(cases, seed=args.seed)
+        histories = long_prompts.long_cases(histories, seed=args.seed)
     print(f"{args.model}: {len(cases)} held-out requests (seed {args.seed}{', Claude Code-sized' if args.long else ''}), "
           f"{f'temperature {args.temperature}' if args.temperature else 'greedy'}, at most {MAX_TOKENS} tokens each, "
           f"tool calls {'unguided' if args.unguided else 'guided'}")
@@ -185,6 +224,13 @@ def main():
               f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.0%} "
               f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
               f"thinking as asked {f['thinking_as_asked']:.0%}, answered {f['answered']:.0%}")
+        answers = answer(engine, histories, thinking, guided=not args.unguided, temperature=args.temperature)
+        if args.show:
+            for a in answers:
+                print("after a result:", repr(a.case.prompt), "->", repr(a.raw))
+        after = after_result_figures(answers)
+        print(f"  after a result: calls again {after['calls_again']:.0%} of {after['histories']}, "
+              f"answered in words {after['in_words']:.0%}")
 
 
 if __name__ == "__main__":

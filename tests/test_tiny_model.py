@@ -120,6 +120,22 @@ def test_conversations_that_stop_at_a_call_can_go_on_to_its_result_and_a_reply_i
     assert thought == {(True, True), (False, True), (False, False)}
 
 
+@pytest.fixture(scope="module", params=[True, False], ids=["thinking on", "thinking off"])
+def after_results(request, engine, cases):
+    histories = evaluate_tiny_model.after_a_result(cases)
+    return histories, evaluate_tiny_model.answer(engine, histories, thinking=request.param)
+
+
+def test_after_a_result_the_model_answers_in_words_rather_than_calling_again(after_results):
+    """A client runs every call and sends its result back: a model that calls again may never end its turn."""
+    histories, answers = after_results
+    assert [m["role"] for m in histories[0].messages()] == ["user", "assistant", "tool"]
+    assert {bool(h.messages()[1].get("reasoning_content")) for h in histories} == {True, False}
+    figures = evaluate_tiny_model.after_result_figures(answers)
+    assert figures["calls_again"] <= 0.05, figures
+    assert figures["in_words"] >= 0.9, figures
+
+
 def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answers):
     """What the model does on the held-out set, its calls held to their grammar as the worker
     holds them (the figures are printed by the script and recorded in BENCHMARKS.md)."""
