@@ -297,7 +297,7 @@ def main():
     parser.add_argument("--long-share", type=float, default=0.0,
                         help="the share of conversations made Claude Code-sized (long_prompts.py)")
     parser.add_argument("--result-share", type=float, default=0.0,
-                        help="the share of those stopping at a call that go on after its result")
+                        help="the share of those stopping at a call that also go on, in a copy, after its result")
     args = parser.parse_args()
     args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
     if args.refresh_corpus or not CORPUS.exists():

@@ -249,29 +249,30 @@ EARLIER_THOUGHTS = ("I should call {name} for this.", "Let me use {name}.", "{na
 
 
 def going_on_after_results(examples, share, seed):
-    """`examples` with about `share` of those that stop at a call going on: the call's result comes
-    back and the answer says what it was, after an earlier thought of any kind, so that a result
-    is answered in words, not with another call.
+    """`examples`, then for about `share` of those that stop at a call the same conversation going
+    on: the call's result comes back and the answer says what it was, after an earlier thought of
+    any kind, so that a result is answered in words, not with another call. Added rather than put
+    in their place: only a conversation's last turn is learnt, so one that went on would no
+    longer teach its call.
 
     With thinking off, half of the earlier calls still carry a thought: a client sends back
     the thinking of the turns that had it (Claude Code does), whatever the mode of this one.
     """
     rng = random.Random(seed)
-    out = []
+    went_on = []
     for example in examples:
         last = example["messages"][-1]
         if last["role"] == "assistant" and last.get("tool_calls") and rng.random() < share:
             call, thinking = last["tool_calls"][0]["function"], example["thinking"]
             thought = rng.choice(EARLIER_THOUGHTS).format(name=call["name"])
             thought_before_call = thinking or rng.random() < 0.5
-            example = dict(example, messages=example["messages"][:-1] + [
+            went_on.append(dict(example, messages=example["messages"][:-1] + [
                 dict(last, content=_with_thinking(thought_before_call, thought)),
                 {"role": "tool", "content": "ok\n" + "\n".join(map(str, call["arguments"].values()))},
                 {"role": "assistant", "content": _with_thinking(
                     thinking, "The tool returned its output. I will summarise it.",
-                    f"Done: {call['name']} finished without errors.")}])
-        out.append(example)
-    return out
+                    f"Done: {call['name']} finished without errors.")}]))
+    return examples + went_on
 
 
 @dataclass

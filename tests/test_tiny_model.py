@@ -105,12 +105,13 @@ def test_claude_code_sized_prompts_keep_the_request_and_the_answer_and_hold_noth
 def test_conversations_that_stop_at_a_call_can_go_on_to_its_result_and_a_reply_in_words():
     """build_tiny_model.py --result-share: after a call's result, the answer says what came back."""
     short = tiny_model_data.chat_examples(seed=2, count=300)
-    went_on = tiny_model_data.going_on_after_results(short, 0.5, seed=11)
-    changed = [(before, after) for before, after in zip(short, went_on) if after != before]
     stopping = [e for e in short if e["messages"][-1].get("tool_calls")]
-    assert 0.3 * len(stopping) < len(changed) < 0.7 * len(stopping)
+    every = tiny_model_data.going_on_after_results(short, 0.5, seed=11)
+    # Added, not put in their place: every conversation that stops at a call still teaches it.
+    assert every[:len(short)] == short and 0.3 * len(stopping) < len(every) - len(short) < 0.7 * len(stopping)
+    changed = [(next(b for b in stopping if b["messages"][:-1] == after["messages"][:-3]), after)
+               for after in every[len(short):]]
     for before, after in changed:
-        assert before["messages"][-1].get("tool_calls") and after["messages"][:-3] == before["messages"][:-1]
         call, result, reply = after["messages"][-3:]
         assert call["tool_calls"] == before["messages"][-1]["tool_calls"] and result["role"] == "tool"
         assert reply["role"] == "assistant" and "tool_calls" not in reply and "Done: " in reply["content"]
