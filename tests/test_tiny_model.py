@@ -186,6 +186,7 @@ def test_a_good_call_names_an_offered_tool_and_carries_every_argument_it_require
     assert judged(call(tool["name"], case.expected_arguments)).expected_call()
     assert not judged(call(tool["name"], dict(full, **{next(iter(full)): ""}))).good_call()
     assert not judged(call(tool["name"], {})).good_call()
+    assert judged(call(tool["name"], dict(full, **{next(iter(full)): 1000}))).good_call()  # a number is a value
     assert not judged(call("Read", full)).good_call()  # a tool it was not offered
     assert not judged({"type": "text", "text": "<tool_call>{garbled"}).good_call()
 
