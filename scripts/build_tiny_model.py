@@ -1,6 +1,6 @@
 """Build the tiny Qwen3-architecture model that Hearth ships and tests with.
 
-    python scripts/build_tiny_model.py                        # models/hearth-tiny
+    python scripts/build_tiny_model.py --read-steps 3000 --long-share 0.05 --result-share 0.3  # models/hearth-tiny
     python scripts/build_tiny_model.py --variant coder --init-from models/hearth-tiny --iters 400
 
 Two variants cover both tool-call formats: `qwen3` (models/hearth-tiny) thinks
@@ -15,8 +15,7 @@ Three steps (four with reading), all deterministic for the committed files and s
    `models/tokenizer_conversations.jsonl`, with Qwen3's special tokens;
 2. a 2-layer Qwen3 model (2 layers, not 1: a 1-layer model prefills for free
    on MLX and would make cache benchmarks meaningless);
-3. optionally, reading (`--read-steps N`, not how the committed weights
-   were built): language-model training on the docstrings of this Python
+3. optionally, reading (`--read-steps N`): language-model training on the docstrings of this Python
    and the packages installed beside it (`pretraining_corpus.py`, every
    paragraph holding a held-out request's phrasing, tool name, command or
    address left out), so that words the conversations never show mean
@@ -24,20 +23,20 @@ Three steps (four with reading), all deterministic for the committed files and s
 4. a full fine-tune with mlx-lm's trainer on synthetic conversations
    (`tiny_model_data.py`), half thinking, half not, so that it thinks when
    asked to and only then, answers briefly, calls a tool when asked to act,
-   and ends its turn with `<|im_end|>`; optionally (`--long-share`, not how
-   the committed weights were built) a share of them made Claude Code-sized
-   (`long_prompts.py`), so that its manners hold deep in a long prompt, and
-   (`--result-share`, nor this) more of those that stop at a call going on
-   to its result and a reply in words.
+   and ends its turn with `<|im_end|>`; optionally (`--long-share`) a share
+   of them made Claude Code-sized (`long_prompts.py`), so that its manners
+   hold deep in a long prompt, and (`--result-share`) more of those that stop
+   at a call going on to its result and a reply in words. The committed
+   `hearth-tiny` was built with all three, as the first line above.
 
 On Linux, the `mlx[cpu]` wheel carries the reference BLAS, and its matrix
 products are some 50 times slower than OpenBLAS's on this model's shapes.
 With Debian's OpenBLAS preloaded (`apt-get install libopenblas0-pthread`),
-a build takes about a seventh of the time (16 minutes on two cores; with
-`--read-steps 3000 --long-share 0.05`, 42 minutes of reading and 30 of chat
-training, BENCHMARKS.md):
+a build takes about a seventh of the time (16 minutes on two cores
+without reading or long conversations; with the first line's options,
+about 35 minutes of reading and 35 of chat training, BENCHMARKS.md):
 
-    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 python scripts/build_tiny_model.py
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 python scripts/build_tiny_model.py ...
 
 Another BLAS sums in another order, so its weights differ in their last
 bits; with either, two builds are identical. What the model reads depends
