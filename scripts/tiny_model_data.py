@@ -187,6 +187,25 @@ def question(rng, words):
             rng.choice(ANSWERS).format(s=subject, S=_capitalized(subject)))
 
 
+# Questions about what an offered tool does: they name its verb, and still want words, not a call.
+TOOL_QUESTIONS = (
+    "What does it mean to {verb} a {noun}?", "Why would I {verb} a {noun}?", "Is it safe to {verb} a {noun}?",
+    "How do people usually {verb} a {noun}?", "When should one {verb} a {noun}?",
+    "Is it slow to {verb} a {noun}?", "What happens when you {verb} a {noun}?", "Can you explain how to {verb} a {noun}?",
+)
+# What each kind of value is called in a question about the tool that takes it.
+KIND_NOUNS = {"path": "file", "dir": "folder", "command": "command", "url": "web page", "query": "search",
+              "text": "note", "pair_text_path": "note", "pair_path_path": "file"}
+
+
+def question_about_a_tool(rng, tool):
+    """A plain question about what `tool` does, and the short answer it gets."""
+    subject = f"how to {tool.verb} a {KIND_NOUNS[tool.kind]}"
+    prompt = rng.choice(TOOL_QUESTIONS).format(verb=tool.verb, noun=KIND_NOUNS[tool.kind])
+    return (prompt, rng.choice(QUESTION_THOUGHTS).format(s=subject),
+            rng.choice(ANSWERS).format(s=subject, S=_capitalized(subject)))
+
+
 def _leading_system_turns(system, tools):
     """As Hearth renders them (workers/engine.py): with tools, an empty system turn leads, for the tools."""
     if not system:
@@ -212,8 +231,11 @@ def chat_example(rng, variant="qwen3"):
     roll = rng.random()
     tools = offered_tools(rng, TRAINING, rng.randrange(1, 5), include_claude_code=rng.random() < 0.3)
     if roll < 0.45:
-        prompt, thought, answer = question(rng, TRAINING)
         schemas = [t.schema for t in tools] if rng.random() < 0.7 else None
+        if schemas and rng.random() < 0.3:
+            prompt, thought, answer = question_about_a_tool(rng, rng.choice(tools))
+        else:
+            prompt, thought, answer = question(rng, TRAINING)
         messages = _leading_system_turns(system, schemas) + [
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": _with_thinking(thinking, thought, answer)}]

@@ -5,6 +5,7 @@ thinking-on answer thinks first, a plain question gets an answer and a
 request to act gets a call to an offered tool.
 """
 
+import re
 import sys
 from pathlib import Path
 
@@ -121,6 +122,29 @@ def test_conversations_that_stop_at_a_call_can_go_on_to_its_result_and_a_reply_i
     assert thought == {(True, True), (False, True), (False, False)}
 
 
+def test_some_training_questions_name_what_an_offered_tool_does_and_are_answered_in_words():
+    """A question that names an offered tool's verb ("Why would I fetch a page?") still wants words:
+    a call is for a value to act on, not for a verb."""
+    nouns = "|".join(map(re.escape, set(tiny_model_data.KIND_NOUNS.values())))
+    shapes = [re.escape(t).replace(r"\{verb\}", r"(?P<verb>\w+)").replace(r"\{noun\}", f"(?:{nouns})")
+              for t in tiny_model_data.TOOL_QUESTIONS]
+    asking = re.compile("|".join(f"(?:{shape})" for shape in shapes).replace("?P<verb>", "?:"))
+    found = 0
+    for example in tiny_model_data.chat_examples(seed=2, count=500):
+        prompt = next(m["content"] for m in example["messages"] if m["role"] == "user")
+        if not asking.fullmatch(prompt):
+            continue
+        verb = next(re.fullmatch(shape, prompt)["verb"] for shape in shapes if re.fullmatch(shape, prompt))
+        offered = {t["function"]["name"]: t["function"]["description"] for t in example["tools"] or []}
+        verbs = {tiny_model_data.CLAUDE_CODE_ACTIONS.get(name, (None,))[0] for name in offered}
+        assert verb in verbs or any(verb.lower() in description.lower() for description in offered.values()), \
+            (prompt, offered)
+        answer = example["messages"][-1]
+        assert answer["role"] == "assistant" and "tool_calls" not in answer and answer["content"].strip()
+        found += 1
+    assert found > 20
+
+
 @pytest.fixture(scope="module", params=[True, False], ids=["thinking on", "thinking off"])
 def after_results(request, engine, cases):
     histories = evaluate_tiny_model.after_a_result(cases)
@@ -145,8 +169,7 @@ def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answ
     assert figures["parsed_calls"] >= 0.85, figures  # the first weights: one in ten
     # Every call it makes names a tool it was offered, with the arguments that tool requires.
     assert figures["good_calls"] == figures["parsed_calls"], figures
-    # The issue's target is 10%; on this draw, thinking off, these weights reach 15% (BENCHMARKS.md).
-    assert figures["questions_calling"] <= 0.15, figures
+    assert figures["questions_calling"] <= 0.10, figures
 
 
 def test_deep_in_a_claude_code_sized_prompt_the_model_leaves_its_thinking_and_answers(engine, cases):
