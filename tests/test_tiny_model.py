@@ -126,15 +126,15 @@ def test_some_training_questions_name_what_an_offered_tool_does_and_are_answered
     """A question that names an offered tool's verb ("Why would I fetch a page?") still wants words:
     a call is for a value to act on, not for a verb."""
     nouns = "|".join(map(re.escape, set(tiny_model_data.KIND_NOUNS.values())))
-    shapes = [re.escape(t).replace(r"\{verb\}", r"(?P<verb>\w+)").replace(r"\{noun\}", f"(?:{nouns})")
+    shapes = [re.compile(re.escape(t).replace(r"\{verb\}", r"(?P<verb>\w+)").replace(r"\{noun\}", f"(?:{nouns})"))
               for t in tiny_model_data.TOOL_QUESTIONS]
-    asking = re.compile("|".join(f"(?:{shape})" for shape in shapes).replace("?P<verb>", "?:"))
     found = 0
     for example in tiny_model_data.chat_examples(seed=2, count=500):
         prompt = next(m["content"] for m in example["messages"] if m["role"] == "user")
-        if not asking.fullmatch(prompt):
+        asking = next((match for shape in shapes if (match := shape.fullmatch(prompt))), None)
+        if not asking:
             continue
-        verb = next(re.fullmatch(shape, prompt)["verb"] for shape in shapes if re.fullmatch(shape, prompt))
+        verb = asking["verb"]
         offered = {t["function"]["name"]: t["function"]["description"] for t in example["tools"] or []}
         verbs = {tiny_model_data.CLAUDE_CODE_ACTIONS.get(name, (None,))[0] for name in offered}
         assert verb in verbs or any(verb.lower() in description.lower() for description in offered.values()), \
