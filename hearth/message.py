@@ -7,6 +7,8 @@ neutral form every formatter starts from.
 
 import json
 
+import jiter
+
 from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event
 
 
@@ -24,11 +26,7 @@ class MessageAssembler:
             index = event.data["index"]
             if index in self._partial_json:
                 raw = self._partial_json.pop(index)
-                try:
-                    self.blocks[index]["input"] = json.loads(raw) if raw else {}
-                except ValueError:
-                    # A call cut off by max_tokens: keep what parses as nothing, as Anthropic does.
-                    self.blocks[index]["input"] = {}
+                self.blocks[index]["input"] = _arguments(raw)
 
     def _apply_delta(self, index: int, delta: dict):
         block = self.blocks[index]
@@ -44,3 +42,19 @@ class MessageAssembler:
 
     def text(self, kind: str = "text") -> str:
         return "".join(b.get(kind, "") for b in self.blocks if b["type"] == kind)
+
+
+def _arguments(raw: str) -> dict:
+    """A tool_use block's input from its streamed JSON; a call cut off by max_tokens streams an
+    unclosed object: its whole values, as the anthropic SDK's stream helper reads it (jiter)."""
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        pass
+    try:
+        arguments = jiter.from_json(raw.encode(), partial_mode="on")
+    except ValueError:
+        return {}
+    return arguments if isinstance(arguments, dict) else {}

@@ -210,3 +210,22 @@ def test_a_scripted_reply_for_the_fault_tests_writes_exactly_its_text(engine):
     assert "".join(decoder.add(t) for t in tokens[:-1]) + decoder.flush() == reply
     assert outputs["scripted"][-1].finish == "stop" and tokens[-1] in engine.tokenizer.eos_token_ids
     assert tokens_of(outputs["free"]) == alone(engine, prompt(engine, "another question here ", 12), 5)  # the other: the model's own
+
+
+def test_a_scripted_reply_is_cut_by_its_max_tokens_as_the_models_own_words_are(engine):
+    import fakeredis
+
+    from hearth.contract import FAULT_KEY
+    from workers.faults import FaultInjectingEngine
+
+    redis = fakeredis.FakeRedis()
+    batch = FaultInjectingEngine(engine, redis).batch(8, 64)
+    reply = '<tool_call>\n{"name": "Bash", "arguments": {"command": "echo ' + "word " * 40 + '"}}\n</tool_call>'
+    redis.set(FAULT_KEY, "reply:" + reply)
+    batch.add("scripted", prompt(engine, "hello there ", 12), GREEDY, 9)
+    outputs = []
+    while "scripted" in batch and not (outputs and outputs[-1].finish):
+        outputs += [output for output in batch.step() if output.key == "scripted"]
+    tokens = tokens_of(outputs)
+    assert len(tokens) == 9 and outputs[-1].finish == "length"
+    assert tokens == engine.encode(reply)[:9]

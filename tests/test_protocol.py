@@ -23,6 +23,7 @@ CALL = ['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls"}}', "\n
 READ = ['<tool_call>\n{"name": "ReadFile", "arguments": {"path": "setup.cfg"}}\n</tool_call>']
 GARBLED = ['<tool_call>\n{"name": "Read", "arguments": ', '"arguments": "docs"}}', "\n</tool_call>"]
 UNOFFERED = ['<tool_call>\n{"name": "Deploy", "arguments": {"target": "prod"}}\n</tool_call>']
+CUT = ['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls", "description": "Li', 'st"}}', "\n</tool_call>"]
 CODE = ["Here:\n```python\n", 'print(text.split("</think>")[-1])\n', "```"]
 
 CASES = {
@@ -50,6 +51,9 @@ CASES = {
                                     ["thinking", "text"], "end_turn", lambda b: b[1]["text"] == "Fine."),
     "max_tokens": (["one ", "two ", "three ", "four"], {"max_tokens": 2}, ["text"], "max_tokens",
                    lambda b: b[0]["text"] == "one two "),
+    # Anthropic's shape: the block as far as it went, and max_tokens (a client must not run it).
+    "a call cut off by max_tokens": (CUT, {"max_tokens": 2, "thinking": {"type": "disabled"}}, ["tool_use"],
+                                     "max_tokens", lambda b: b[0]["input"] == {"command": "ls"}),
     "a stop sequence": (["Yes.", " END", " more"], {"stop_sequences": [" END"]}, ["text"], "stop_sequence",
                         lambda b: b[0]["text"] == "Yes."),
 }
@@ -87,7 +91,8 @@ def test_the_message_is_exact_streamed_and_not(case, sdk, running_worker):
 
 
 @pytest.mark.parametrize("case, finish_reason", [("two tool calls", "tool_calls"), ("an unparseable call", "stop"),
-                                                 ("max_tokens", "length"), ("a tool call then more text", "tool_calls")])
+                                                 ("max_tokens", "length"), ("a tool call then more text", "tool_calls"),
+                                                 ("a call cut off by max_tokens", "length")])
 def test_openai_finish_reasons_follow_the_same_rules(case, finish_reason, client, running_worker):
     pieces, extra, _, _, _ = CASES[case]
     running_worker(ScriptedEngine(pieces))
@@ -104,7 +109,7 @@ def test_openai_finish_reasons_follow_the_same_rules(case, finish_reason, client
             assert stream.get_final_completion().choices[0].finish_reason == finish_reason
     created = sdk.chat.completions.create(**body)
     assert created.choices[0].finish_reason == finish_reason
-    if finish_reason == "tool_calls":
+    if finish_reason == "tool_calls" or case == "a call cut off by max_tokens":
         assert all(json.loads(call.function.arguments) for call in created.choices[0].message.tool_calls)
 
 

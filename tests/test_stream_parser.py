@@ -7,13 +7,13 @@ from hearth.message import MessageAssembler
 from workers.stream_parser import BlockDelta, BlockStart, BlockStop, StreamParser
 
 
-def assemble(pieces, **options):  # noqa: C901
+def assemble(pieces, cut_off=False, **options):  # noqa: C901
     """Feed pieces; return the assembled blocks, checking the event order as a client would."""
     parser = StreamParser(**options)
     events = []
     for piece in pieces:
         events += parser.feed(piece)
-    events += parser.finish()
+    events += parser.finish(cut_off=cut_off)
     assembler, open_index, seq = MessageAssembler(), None, 0
     for item in events:
         seq += 1
@@ -214,13 +214,65 @@ def test_xml_parameters_stream_one_by_one():
         "file_path": "src/a.py"}
 
 
-def test_a_json_call_cut_off_by_max_tokens_comes_back_as_text():
-    cut = '<tool_call>{"name": "Bash", "arguments": {"command": "ls -'
-    blocks, parser = assemble([cut])
-    assert blocks == [{"type": "text", "text": cut}] and parser.tool_calls == 0
+def test_a_json_call_the_model_left_unfinished_comes_back_as_text():
+    unfinished = '<tool_call>{"name": "Bash", "arguments": {"command": "ls -'
+    blocks, parser = assemble([unfinished])
+    assert blocks == [{"type": "text", "text": unfinished}] and parser.tool_calls == 0 and not parser.cut_call
+
+
+def streamed_arguments(events) -> str:
+    return "".join(e.delta["partial_json"] for e in events if isinstance(e, BlockDelta)
+                   and e.delta["type"] == "input_json_delta")
+
+
+def test_a_json_call_cut_off_by_a_token_cap_streams_its_arguments_as_written_and_unclosed():
+    """Anthropic's shape for a tool_use cut by max_tokens: Claude Code does not run such a call."""
+    parser = StreamParser()
+    events = parser.feed("I will look.\n") + parser.feed('<tool_call>\n{"name": "Bash", "arguments": {"command": "ls -')
+    events += parser.feed('l", "timeout": 5, "description": "List fi') + parser.finish(cut_off=True)
+    assert streamed_arguments(events) == '{"command": "ls -l", "timeout": 5, "description": "List fi'
+    blocks, parser = assemble(["I will look.\n", '<tool_call>\n{"name": "Bash", "arguments": {"command": "ls -',
+                               'l", "timeout": 5, "description": "List fi'], cut_off=True)
+    assert blocks[0] == {"type": "text", "text": "I will look.\n"}
+    # Its input, as the anthropic SDK reads the stream: the values that were whole.
+    assert blocks[1]["type"] == "tool_use" and blocks[1]["name"] == "Bash"
+    assert blocks[1]["input"] == {"command": "ls -l", "timeout": 5}
+    assert parser.cut_call and parser.tool_calls == 0 and parser.garbled_calls == 0
+
+
+CUT_CALL = '<tool_call>\n{"name": "Write", "arguments": {"file_path": "a.py", "content": "x = [1, 2]\\n", "lines": 3}}'
+ARGUMENTS_AT = CUT_CALL.index('{"file_path"')
+
+
+@pytest.mark.parametrize("cut", range(len("<tool_call>"), len(CUT_CALL) + 1))
+def test_a_json_call_cut_anywhere_is_text_until_its_arguments_begin_then_a_tool_use_of_what_was_written(cut):
+    parser = StreamParser()
+    written = CUT_CALL[:cut]
+    events = parser.feed(written[:cut // 2]) + parser.feed(written[cut // 2:]) + parser.finish(cut_off=True)
+    if cut < ARGUMENTS_AT:
+        assert [e.delta["text"] for e in events if isinstance(e, BlockDelta)] == [written]
+        assert not parser.cut_call and parser.garbled_calls == 1
+        return
+    assert [e.block["name"] for e in events if isinstance(e, BlockStart)] == ["Write"] and parser.cut_call
+    whole = json.loads(CUT_CALL[len("<tool_call>"):])["arguments"]
+    raw = streamed_arguments(events)
+    assert raw == (json.dumps(whole) if cut == len(CUT_CALL) else written[ARGUMENTS_AT:])
+    blocks, _ = assemble(split_at(written, cut // 2), cut_off=True)
+    assert blocks[0]["input"] == {key: whole[key] for key in list(whole)[:len(blocks[0]["input"])]}
 
 
 def test_an_xml_call_cut_off_closes_with_the_parameters_it_has():
     blocks, parser = assemble(["<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
-                               "<parameter=limit>\n2"], tool_format="xml", tools=XML_TOOLS)
-    assert blocks[0]["type"] == "tool_use" and blocks[0]["input"]["file_path"] == "src/a.py"
+                               "<parameter=limit>\n2"], cut_off=True, tool_format="xml", tools=XML_TOOLS)
+    assert blocks[0]["type"] == "tool_use" and blocks[0]["input"] == {"file_path": "src/a.py"}
+    assert parser.cut_call and parser.tool_calls == 0
+    parser = StreamParser(tool_format="xml", tools=XML_TOOLS)
+    events = parser.feed("<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
+                         "<parameter=limit>\n2") + parser.finish(cut_off=True)
+    assert streamed_arguments(events) == '{"file_path": "src/a.py"', "unclosed: a client must not run it"
+
+
+def test_an_xml_call_the_model_left_unfinished_closes_with_the_parameters_it_has():
+    blocks, parser = assemble(["<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"],
+                              tool_format="xml", tools=XML_TOOLS)
+    assert blocks[0]["input"] == {"file_path": "src/a.py"} and parser.tool_calls == 1 and not parser.cut_call

@@ -5,6 +5,7 @@ from rq.job import Job, JobStatus
 
 from hearth.contract import (
     BLOCK_START,
+    BLOCK_STOP,
     DELTA,
     ERROR,
     MESSAGE_END,
@@ -69,6 +70,35 @@ def test_tool_calls_end_the_turn_with_tool_use(redis, jobs, make_worker):
     result = Job.fetch(job_id, connection=redis).return_value()
     assert result["stop_reason"] == "tool_use"
     assert result["content"][0]["type"] == "tool_use" and result["content"][0]["input"] == {"command": "ls"}
+
+
+CUT_CALL = ['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls", "description": "Li', 'st"}}\n</tool_call>']
+
+
+def test_a_call_cut_off_by_max_tokens_ends_as_a_tool_use_so_far_with_stop_reason_max_tokens(redis, jobs, make_worker):
+    """Anthropic's shape for a message cut inside a tool_use block: no client runs the call as if whole."""
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=2))
+    make_worker(ScriptedEngine(CUT_CALL)).work(burst=True)
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert result["stop_reason"] == "max_tokens" and result["usage"]["output_tokens"] == 2
+    assert [(b["type"], b["name"], b["input"]) for b in result["content"]] == [("tool_use", "Bash", {"command": "ls"})]
+    events = read_log(redis, job_id)
+    streamed = [(e.type, e.data.get("block", e.data.get("delta", {})).get("type")) for e in events
+                if e.type in (BLOCK_START, DELTA, BLOCK_STOP)]
+    assert streamed == [(BLOCK_START, "tool_use"), (DELTA, "input_json_delta"), (BLOCK_STOP, None)]
+    assert events[2].data["delta"]["partial_json"] == '{"command": "ls", "description": "Li'
+    assert events[-1].type == MESSAGE_END and events[-1].data["stop_reason"] == "max_tokens"
+
+
+def test_a_call_cut_off_by_the_models_own_cap_is_not_reported_as_a_whole_call(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=64000))
+    engine = ScriptedEngine(CUT_CALL)
+    engine.max_new_tokens = 2
+    make_worker(engine).work(burst=True)
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert result["stop_reason"] == "max_tokens" and result["content"][0]["input"] == {"command": "ls"}
 
 
 def test_cancel_of_a_running_job_stops_it_within_a_step(redis, jobs, make_worker):

@@ -8,8 +8,9 @@ first takes the key `hearth:fault` from Redis:
   model's batch, as a real one would);
 - `reply:<text>`: that sequence writes exactly <text>, then its end token,
   whatever the model would have written (its K/V, and the prompt cache, stay
-  the model's own). The integration tests drive the real Claude Code CLI
-  through a tool call this way: a tiny model cannot be relied on to write one.
+  the model's own), held to the same token caps as the model's own words.
+  The integration tests drive the real Claude Code CLI through a tool call
+  this way: a tiny model cannot be relied on to write one.
 """
 
 from hearth.contract import FAULT_KEY
@@ -37,6 +38,7 @@ class FaultInjectingBatch:
         self._redis = connection
         self._doomed = set()
         self._scripts: dict[str, list] = {}  # key -> the tokens it has still to write
+        self._room: dict[str, int] = {}  # key -> the tokens its max_tokens still allows
 
     def __getattr__(self, name):
         return getattr(self._batch, name)
@@ -47,17 +49,24 @@ class FaultInjectingBatch:
     def __contains__(self, key):
         return key in self._batch
 
-    def add(self, key, *args, **kwargs):
+    def add(self, key, tokens, sampling, max_tokens, *args, **kwargs):
         fault = (self._redis.getdel(FAULT_KEY) or b"").decode()
         if fault == "memory-error":
             self._doomed.add(key)
         elif fault.startswith("reply:"):
             end_token = next(iter(self._engine.tokenizer.eos_token_ids))
             self._scripts[key] = self._engine.encode(fault[len("reply:"):]) + [end_token]
-        return self._batch.add(key, *args, **kwargs)
+            self._room[key] = max_tokens
+        return self._batch.add(key, tokens, sampling, max_tokens, *args, **kwargs)
+
+    def extend(self, key, tokens, max_tokens):
+        if key in self._scripts:
+            self._room[key] = max_tokens
+        return self._batch.extend(key, tokens, max_tokens)
 
     def remove(self, key):
         self._scripts.pop(key, None)
+        self._room.pop(key, None)
         return self._batch.remove(key)
 
     def step(self):
@@ -71,12 +80,14 @@ class FaultInjectingBatch:
             if not script or output.token is None:
                 scripted.append(output)
                 continue
-            # The model's own token gives way to the script's; should the model end first, the rest comes at once.
-            count = 1 if output.finish is None else len(script)
+            # The model's own token gives way to the script's; should the model end first, the rest comes at
+            # once, as far as its max_tokens allows: a cap cuts a script as it would the model's own words.
+            count = min(1 if output.finish is None else len(script), self._room[output.key])
             for token in script[:count]:
                 scripted.append(Output(output.key, token=token))
             del script[:count]
-            if not script:
-                scripted[-1].finish = "stop"
-                del self._scripts[output.key]
+            self._room[output.key] -= count
+            if not script or output.finish is not None or not self._room[output.key]:
+                scripted[-1].finish = "length" if script else "stop"
+                del self._scripts[output.key], self._room[output.key]
         return scripted

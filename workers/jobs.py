@@ -196,7 +196,7 @@ class MessageJob:
 
     def _finish(self, finish_reason: str) -> Done:
         p = self.progress
-        self._emit(p.parser.feed(p.stops.flush()) + p.parser.finish())
+        self._emit(p.parser.feed(p.stops.flush()) + p.parser.finish(cut_off=finish_reason == "length"))
         if finish_reason == "length" and p.output_tokens < self.request.max_tokens and not self._window_full():
             # The model's own cap (generation_config.json), not the client's limit: Claude Code
             # treats max_tokens as an error, so the turn just ends.
@@ -204,7 +204,10 @@ class MessageJob:
                      self.job_id, p.output_tokens, self.engine.name)
             finish_reason = "stop"
         self._log_mistakes()
-        if p.parser.tool_calls:
+        if p.parser.cut_call:
+            # Whichever cap cut it, a call cut short is not to be run: Anthropic's own shape for it.
+            stop_reason = "max_tokens"
+        elif p.parser.tool_calls:
             stop_reason = "tool_use"  # the message ends with its tool calls: agents loop on this
         else:
             stop_reason = {"stop_sequence": "stop_sequence", "length": "max_tokens"}.get(finish_reason, "end_turn")
@@ -228,6 +231,9 @@ class MessageJob:
         if parser.garbled_calls:
             log.warning("job %s: %d tool call(s) did not parse and were returned as text",
                         self.job_id, parser.garbled_calls)
+        if parser.cut_call:
+            log.warning("job %s: a token cap cut its last tool call short; it ends as a tool_use as far as it "
+                        "went, with stop_reason max_tokens", self.job_id)
         if parser.dropped:
             log.info("job %s: the turn ends at its tool call; %d characters written after it were dropped",
                      self.job_id, parser.dropped)

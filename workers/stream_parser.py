@@ -16,6 +16,10 @@ Small and quantized models get their own format wrong now and then:
   no call, is dropped; in code it is text.
 - A tool call that does not parse comes back as text, exactly as written,
   instead of failing the turn (`garbled_calls` counts them).
+- A call cut off by a token cap (`finish(cut_off=True)`) is still a call,
+  its arguments as far as they went and unclosed, once its tool's name is
+  whole (`cut_call`; the job then reports max_tokens): Anthropic's own shape
+  for a message cut inside a tool_use block, which no client runs as whole.
 - Anthropic's model stops at its tool calls: once a call is complete, only
   whitespace or another call may follow. Anything else ends the turn there
   (`ended`), and is not passed on (`dropped` counts its characters).
@@ -92,6 +96,7 @@ class StreamParser:
         self._code = 0  # in the answer: the backtick run that opened the code we are in (0: not in code)
         self.tool_calls = 0
         self.garbled_calls = 0
+        self.cut_call = False  # the output ended inside a call, kept as a tool_use as far as it went
         self.ended = False
         self.dropped = 0
         self._events: list = []
@@ -117,11 +122,12 @@ class StreamParser:
             self._mode = "text"
         return self._take()
 
-    def finish(self) -> list:
+    def finish(self, cut_off: bool = False) -> list:
+        """The output is over; `cut_off`: a token cap ended it, not the model."""
         if not self.ended:
             self._drain(final=True)
             if self._mode == "tool_call":
-                self._finish_call(self._buffer, closed=False)
+                self._finish_call(self._buffer, closed=False, cut_off=cut_off)
             elif self._buffer:
                 self._emit_text(self._buffer)
         self._buffer = ""
@@ -187,11 +193,12 @@ class StreamParser:
         self._call_text += text
         self._call_parts(self._call.feed(text))
 
-    def _finish_call(self, rest: str, closed: bool):
+    def _finish_call(self, rest: str, closed: bool, cut_off: bool = False):
         """The call's text is all in (at `</tool_call>`, or at the end of the output)."""
         self._call_text += rest
+        cut = cut_off and not closed
         try:
-            self._call_parts(self._call.feed(rest) + self._call.close())
+            self._call_parts(self._call.feed(rest) + (self._call.cut() if cut else self._call.close()))
         except ToolCallError:
             if not self._call_block:
                 self._call, self._mode = None, "text"
@@ -199,7 +206,10 @@ class StreamParser:
                 self._emit_text(TOOL_OPEN + self._call_text + (TOOL_CLOSE if closed else ""))
                 return
         self._close_block()
-        self.tool_calls += 1
+        if cut:
+            self.cut_call = True
+        else:
+            self.tool_calls += 1
         self._call, self._mode = None, "text"
 
     def _emit_text(self, text: str):

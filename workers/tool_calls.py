@@ -6,14 +6,22 @@ object. `close()` runs when the call's text is all in and raises
 ToolCallError for a call that does not parse (the stream parser then
 returns it as text).
 
+`cut()` runs instead when a token cap ended the output inside the call: its
+arguments as far as they went, left unclosed, as Anthropic's API streams a
+tool_use cut off by max_tokens. A client must not run such a call, and
+Claude Code does not: it answers the model that the input was not valid
+JSON, and the loop goes on (a closed object, even under max_tokens, it runs).
+
 - Qwen3 writes JSON: `{"name": "Bash", "arguments": {"command": "ls"}}`. A
   JSON call is only known to parse once it is whole, so it is held until
   then: a call streamed piece by piece and garbled at its end would leave the
-  client a tool_use block it cannot parse.
+  client a tool_use block it cannot parse. A cut one keeps its arguments'
+  text as written, the value being written too, once its name is whole.
 - Qwen3-Coder writes XML: `<function=Bash><parameter=command>ls</parameter></function>`;
   each parameter streams once it is complete (so what was sent always closes
   into an object), values coerced to the tool schema's types by mlx-lm's own
-  parser.
+  parser. A cut one ends with its complete parameters (Anthropic's default:
+  a value streams once whole).
 """
 
 import json
@@ -46,7 +54,19 @@ class JsonToolCall:
             raise ToolCallError(f"tool call without a name or an arguments object: {self._buffer[:200]!r}")
         return [("start", name), ("args", json.dumps(arguments))]
 
+    def cut(self) -> list:
+        try:
+            return self.close()  # whole, but for its `</tool_call>`
+        except ToolCallError:
+            pass
+        head = _JSON_HEAD.match(self._buffer)  # the template's (and the guide's) order: name first
+        if head is None:
+            raise ToolCallError(f"tool call cut before its name: {self._buffer[:200]!r}")
+        return [("start", json.loads(head["name"])), ("args", self._buffer[head.end():])]
 
+
+# A JSON call's opening up to its arguments, as Qwen3's template writes it (json.dumps' separators).
+_JSON_HEAD = re.compile(r'\s*\{"name": (?P<name>"(?:[^"\\]|\\.)+"), "arguments": ')
 _FUNCTION = re.compile(r"\s*<function=([^\s<>]+)>")
 
 
@@ -80,6 +100,13 @@ class XmlToolCall:
         except ToolCallError:
             out = []  # the parameters already sent are the call
         return out + [("args", "}" if self._sent_keys else "{}")]
+
+    def cut(self) -> list:
+        if self._name is None:
+            raise ToolCallError(f"tool call cut before its function: {self._buffer[:200]!r}")
+        if "</function>" in self._buffer:
+            return self.close()  # whole, but for its `</tool_call>`
+        return [] if self._sent_keys else [("args", "{")]  # the parameters already sent, unclosed
 
     def _complete_parameters(self) -> dict:
         end = self._buffer.rfind("</parameter>")

@@ -80,6 +80,20 @@ def test_claude_code_runs_a_tool_hearth_asks_for_and_finishes_the_turn(claude, h
 
 
 @pytest.mark.timeout(900)
+def test_claude_code_does_not_run_a_call_cut_off_by_a_token_cap_and_finishes_the_turn(claude, hearth):
+    """The bundled model's own cap (256 tokens) cuts the call mid-command: Hearth sends it as Anthropic
+    does, unclosed under max_tokens, and Claude Code answers the model that its input was not whole."""
+    command = "echo ran > cut-ran.txt && echo " + "word " * 300
+    call = {"name": "Bash", "arguments": {"command": command, "description": "Write a file"}}
+    hearth.redis.set(FAULT_KEY, "reply:<tool_call>\n" + json.dumps(call) + "\n</tool_call>")
+    done = claude("-p", "Write a file", "--allowedTools", "Bash", "--output-format", "json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["num_turns"] >= 2, result
+    assert not (claude.cwd / "cut-ran.txt").exists(), "Claude Code ran a call cut short"
+
+
+@pytest.mark.timeout(900)
 def test_hearth_claude_starts_claude_code_pointed_at_this_hearth(claude, hearth):
     env = dict(os.environ, HEARTH_HOST="127.0.0.1", HEARTH_PORT=hearth.env["HEARTH_PORT"],
                PATH=f"{claude.binary.parent}:{os.environ['PATH']}", HOME=str(claude.cwd), DISABLE_AUTOUPDATER="1")
