@@ -262,8 +262,9 @@ def test_a_json_call_cut_anywhere_is_text_until_its_arguments_begin_then_a_tool_
 
 
 def test_an_xml_call_cut_off_closes_with_the_parameters_it_has():
-    blocks, parser = assemble(["<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
-                               "<parameter=limit>\n2"], cut_off=True, tool_format="xml", tools=XML_TOOLS)
+    cut = ("<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
+           "<parameter=limit>\n2")
+    blocks, parser = assemble([cut], cut_off=True, tool_format="xml", tools=XML_TOOLS)
     assert blocks[0]["type"] == "tool_use" and blocks[0]["input"] == {"file_path": "src/a.py"}
     assert parser.cut_call and parser.tool_calls == 0
     parser = StreamParser(tool_format="xml", tools=XML_TOOLS)
