@@ -5,8 +5,6 @@ running job has produced so far. Blocks are Anthropic-shaped dicts, the
 neutral form every formatter starts from.
 """
 
-import json
-
 import jiter
 
 from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event
@@ -45,16 +43,10 @@ class MessageAssembler:
 
 
 def _arguments(raw: str) -> dict:
-    """A tool_use block's input from its streamed JSON; a call cut off by max_tokens streams an
+    """A tool_use block's input from its streamed JSON. A call cut off by max_tokens streams an
     unclosed object: its whole values, as the anthropic SDK's stream helper reads it (jiter)."""
-    if not raw:
-        return {}
     try:
-        return json.loads(raw)
-    except ValueError:
-        pass
-    try:
-        arguments = jiter.from_json(raw.encode(), partial_mode="on")
+        arguments = jiter.from_json(raw.encode(), partial_mode="on") if raw else {}
     except ValueError:
         return {}
     return arguments if isinstance(arguments, dict) else {}

@@ -127,7 +127,7 @@ class StreamParser:
         if not self.ended:
             self._drain(final=True)
             if self._mode == "tool_call":
-                self._finish_call(self._buffer, closed=False, cut_off=cut_off)
+                self._finish_call(self._buffer, closed=False, cut=cut_off)
             elif self._buffer:
                 self._emit_text(self._buffer)
         self._buffer = ""
@@ -193,10 +193,9 @@ class StreamParser:
         self._call_text += text
         self._call_parts(self._call.feed(text))
 
-    def _finish_call(self, rest: str, closed: bool, cut_off: bool = False):
-        """The call's text is all in (at `</tool_call>`, or at the end of the output)."""
+    def _finish_call(self, rest: str, closed: bool, cut: bool = False):
+        """The call's text is all in (at `</tool_call>`, or at the end of the output; `cut` by a cap)."""
         self._call_text += rest
-        cut = cut_off and not closed
         try:
             self._call_parts(self._call.feed(rest) + (self._call.cut() if cut else self._call.close()))
         except ToolCallError:
