@@ -59,14 +59,17 @@ class JsonToolCall:
             return self.close()  # whole, but for its `</tool_call>`
         except ToolCallError:
             pass
-        head = _JSON_HEAD.match(self._buffer)  # the template's (and the guide's) order: name first
-        if head is None:
+        head = _JSON_NAME.match(self._buffer)
+        after = self._buffer[head.end():] if head else ""
+        # The template's (and the guide's) order: the name, then the arguments, which may not have begun.
+        if head is None or not (after.startswith(_ARGUMENTS_KEY) or _ARGUMENTS_KEY.startswith(after)):
             raise ToolCallError(f"tool call cut before its name: {self._buffer[:200]!r}")
-        return [("start", json.loads(head["name"])), ("args", self._buffer[head.end():])]
+        return [("start", json.loads(head["name"])), ("args", after[len(_ARGUMENTS_KEY):] or "{")]
 
 
-# A JSON call's opening up to its arguments, as Qwen3's template writes it (json.dumps' separators).
-_JSON_HEAD = re.compile(r'\s*\{"name": (?P<name>"(?:[^"\\]|\\.)+"), "arguments": ')
+# A JSON call's opening as Qwen3's template writes it (json.dumps' separators): its name, then its arguments.
+_JSON_NAME = re.compile(r'\s*\{"name": (?P<name>"(?:[^"\\]|\\.)+")')
+_ARGUMENTS_KEY = ', "arguments": '
 _FUNCTION = re.compile(r"\s*<function=([^\s<>]+)>")
 
 
