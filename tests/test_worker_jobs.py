@@ -1,5 +1,8 @@
 """One job's life in the worker, and its outcomes in rq, through real rq on fakeredis."""
 
+import threading
+import time
+
 from rq.command import handle_stop_job_command
 from rq.job import Job, JobStatus
 
@@ -288,3 +291,19 @@ def test_answers_stop_at_the_context_window_and_a_prompt_that_fills_it_is_a_bad_
     [event] = read_log(redis, overflows)
     assert event.type == ERROR and event.data["error"]["type"] == "invalid_request_error"
     assert "context window is 4" in event.data["error"]["message"]
+
+
+def test_a_stopping_worker_does_not_wait_out_its_command_listeners_poll(make_worker):
+    """rq unsubscribes, then joins its pub/sub thread (redis-py 8.2 without a limit). A thread that
+    read the unsubscribe reply first waits one poll for a new subscription: the stop waits that long."""
+    worker = make_worker(ScriptedEngine(ANSWER))
+    worker.subscribe()
+    worker.pubsub.unsubscribe()
+    deadline = time.monotonic() + 5
+    while worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the listener is back in get_message, waiting for a subscription
+    stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
+    stopping.start()
+    stopping.join(10)  # rq's own poll is 60 s
+    assert not stopping.is_alive()

@@ -54,6 +54,8 @@ RQ_HEARTBEAT_SECONDS = 30
 ORPHAN_SCAN_SECONDS = 30
 # How long the published affinity fingerprints live (only a live worker's are read).
 AFFINITY_TTL = 24 * 3600
+# How long rq's command listener waits for a message before it looks again (and can be stopped).
+COMMAND_POLL_SECONDS = 1.0
 
 
 class Heartbeat(threading.Thread):
@@ -216,6 +218,16 @@ class HearthWorker(SimpleWorker):
             self.batch_scheduler.stop_requested.add(payload["job_id"])
             return
         super().handle_payload(message)
+
+    def subscribe(self):
+        # rq's listener, polling each second instead of each minute: at a stop rq unsubscribes, then
+        # joins this thread (redis-py 8.2 joins without a limit), and a thread that read the unsubscribe
+        # reply first waits one whole poll for a subscription that never comes.
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=COMMAND_POLL_SECONDS, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
 
     def kill_horse(self, sig=None):
         # rq names the job in _stopped_job_id (stop-job, stop-execution); without one, stop them all.
