@@ -8,6 +8,7 @@
 """
 
 import argparse
+import faulthandler
 import logging
 import os
 import shutil
@@ -41,6 +42,8 @@ def run_api(settings: Settings):
 def run_worker(settings: Settings):
     from workers.worker import run_worker as work
 
+    # `kill -USR1 <pid>`: every thread's stack to the log, the worker going on (a stuck one, explained).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     work(settings)
 
 

@@ -159,6 +159,20 @@ def test_sigterm_finishes_the_current_job_and_a_second_one_stops_it(faulty, http
     assert poll_job(http, job_id, timeout=10)["status"] in ("failed", "cancelled")
 
 
+def test_sigusr1_writes_the_workers_stacks_to_its_log_and_the_job_goes_on(faulty, http):
+    ensure_worker(faulty)
+    log = faulty.logs / "worker.log"
+    before = log.stat().st_size
+    job_id = submit(http, babble(max_tokens=300, temperature=0))
+    poll_job(http, job_id, until=("started",), timeout=30)
+    faulty.worker.send_signal(signal.SIGUSR1)
+    assert poll_job(http, job_id, timeout=60)["status"] == "finished" and worker_alive(faulty)
+    with open(log, "rb") as file:
+        file.seek(before)
+        written = file.read().decode(errors="replace")
+    assert "most recent call first" in written and "run_worker" in written, written[-2000:]
+
+
 def test_redis_restart_mid_stream_is_a_pause_and_503s_meanwhile(faulty, http):
     ensure_worker(faulty)
     statuses = []
