@@ -66,6 +66,7 @@ async def start_job(request: Request, job_request: GenerationRequest, priority: 
     except BaseException:
         await feed.__aexit__(None, None, None)
         raise
+    log.info("job %s: %s %s queued (%s)", feed.job_id, request.method, request.url.path, description)
     return feed
 
 
@@ -95,6 +96,7 @@ async def job_events(jobs: JobQueue, feed: JobFeed):
                 except RedisError:
                     problem = None  # Redis is restarting: the feed waits for it, or gives up
                 if problem:
+                    log.warning("job %s: %s", feed.job_id, problem["message"])
                     yield Event(feed.last_seq + 1, ERROR, {"error": problem})
                     return
             yield event

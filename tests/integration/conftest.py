@@ -99,10 +99,28 @@ def hearth_env(redis_url, babbler_model, tmp_path_factory):
     return env
 
 
+# Hearths whose processes are up: a failing test's report carries what they logged during it.
+RUNNING: list["Hearth"] = []
+LOG_OFFSETS = pytest.StashKey[dict]()  # per test: each running Hearth's log sizes when it began
+LOG_LINES_ON_FAILURE = 40
+
+
+def tail(path: Path, offset: int = 0, lines: int = LOG_LINES_ON_FAILURE) -> str:
+    """The last `lines` lines written to `path` after byte `offset`."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            written = log.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(written.splitlines()[-lines:])
+
+
 class Hearth:
     def __init__(self, env, logs: Path):
         self.env = env
         self.logs = logs
+        self.log_names = ("api.log", "worker.log")
         self.base_url = f"http://127.0.0.1:{env['HEARTH_PORT']}"
         self.redis = Redis.from_url(env["REDIS_URL"])
         self.worker = None
@@ -112,6 +130,8 @@ class Hearth:
         log = open(self.logs / "worker.log", "ab")
         self.worker = subprocess.Popen([sys.executable, "-m", "hearth.cli", "worker"], env=self.env, cwd=REPO,
                                        stdout=log, stderr=subprocess.STDOUT)
+        if self not in RUNNING:
+            RUNNING.append(self)
         wait_until(lambda: httpx.get(self.base_url + "/healthz").status_code == 200 if self.api else
                    bool(self.redis.keys("hearth:worker:*")), 120, "hearth worker")
 
@@ -119,12 +139,41 @@ class Hearth:
         log = open(self.logs / "api.log", "ab")
         self.api = subprocess.Popen([sys.executable, "-m", "hearth.cli", "api"], env=self.env, cwd=REPO,
                                     stdout=log, stderr=subprocess.STDOUT)
+        if self not in RUNNING:
+            RUNNING.append(self)
         wait_until(lambda: httpx.get(self.base_url + "/v1/models").status_code == 200, 60, "hearth api")
 
     def stop(self):
         for process in (self.api, self.worker):
             if process:
                 stop_process(process)
+        if self in RUNNING:
+            RUNNING.remove(self)
+
+    def log_sizes(self) -> dict:
+        return {name: (self.logs / name).stat().st_size if (self.logs / name).exists() else 0
+                for name in self.log_names}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[LOG_OFFSETS] = {id(hearth): hearth.log_sizes() for hearth in RUNNING}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with what each running Hearth logged while it ran: CI shows only
+    the output, and a hang or a 500 is read from the worker's and the API's side."""
+    report = (yield).get_result()
+    if not report.failed or call.when == "teardown":
+        return
+    offsets = item.stash.get(LOG_OFFSETS, {})
+    for hearth in RUNNING:
+        for name in hearth.log_names:
+            text = tail(hearth.logs / name, offsets.get(id(hearth), {}).get(name, 0))
+            if text:
+                report.sections.append((f"Hearth {hearth.base_url} {name}, last lines during the test", text))
 
 
 @pytest.fixture(scope="session")

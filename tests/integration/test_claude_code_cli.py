@@ -44,6 +44,17 @@ def hearth(private_hearth):
     return private_hearth(HEARTH_FAULT_INJECTION="1")
 
 
+def run_claude(command: list, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    """Claude Code, its debug log written next to it: a run that hangs fails with what it was doing."""
+    debug_log = cwd / "claude-debug.log"
+    try:
+        return subprocess.run([*command, "--debug-file", str(debug_log)], env=env, cwd=cwd, check=False,
+                              capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        lines = debug_log.read_text(errors="replace").splitlines() if debug_log.exists() else ["(no debug log)"]
+        pytest.fail("Claude Code did not exit in 600 s; its debug log ends:\n" + "\n".join(lines[-60:]))
+
+
 @pytest.fixture(params=VERSIONS)
 def claude(request, hearth, tmp_path):
     """run(*args) -> the finished `claude` process, pointed at this Hearth, in an empty directory."""
@@ -52,8 +63,7 @@ def claude(request, hearth, tmp_path):
                CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", HOME=str(tmp_path), DISABLE_AUTOUPDATER="1")
 
     def run(*args):
-        return subprocess.run([str(binary), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=600)
+        return run_claude([str(binary), *args], env, tmp_path)
 
     run.binary = binary
     run.cwd = tmp_path
@@ -98,8 +108,7 @@ def test_hearth_claude_starts_claude_code_pointed_at_this_hearth(claude, hearth)
     env = dict(os.environ, HEARTH_HOST="127.0.0.1", HEARTH_PORT=hearth.env["HEARTH_PORT"],
                PATH=f"{claude.binary.parent}:{os.environ['PATH']}", HOME=str(claude.cwd), DISABLE_AUTOUPDATER="1")
     env.pop("ANTHROPIC_BASE_URL", None)
-    done = subprocess.run([sys.executable, "-m", "hearth.cli", "claude", "-p", "hello"], env=env, cwd=claude.cwd,
-                          capture_output=True, text=True, timeout=600)
+    done = run_claude([sys.executable, "-m", "hearth.cli", "claude", "-p", "hello"], env, claude.cwd)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip()
 
