@@ -45,11 +45,16 @@ def hearth(private_hearth):
 
 
 def run_claude(command: list, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    """Claude Code, its debug log written next to it: a run that hangs fails with what it was doing."""
+    """Claude Code, its debug log written next to it: a run that hangs fails with what it was doing.
+
+    Its stdin is /dev/null, as in a script. With -p it reads piped input first: it waits 3 s for
+    any, and once some comes, for the end; a stdin inherited from whatever runs the tests may
+    never end (CI's hung here once, 600 s with no output).
+    """
     debug_log = cwd / "claude-debug.log"
     try:
         return subprocess.run([*command, "--debug-file", str(debug_log)], env=env, cwd=cwd, check=False,
-                              capture_output=True, text=True, timeout=600)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
         lines = debug_log.read_text(errors="replace").splitlines() if debug_log.exists() else ["(no debug log)"]
         pytest.fail("Claude Code did not exit in 600 s; its debug log ends:\n" + "\n".join(lines[-60:]))
