@@ -154,9 +154,10 @@ TRAINING = Words(
                                            "uname -a", "git diff", "make build", "whoami")),
         "url": _url(("example.com", "docs.python.org", "github.com", "localhost:8000", "api.site.dev"),
                     ("index.html", "docs", "status", "v1/items", "about", "README")),
-        # Words a user searches code for; the first is a search term, not a note on this code. The committed
-        # weights were built from exactly these words: a rebuild with it replaced scored far worse (BENCHMARKS).
-        "query": _quoted(("TODO", "import", "error", "config", "main", "login", "cache", "retry", "user", "test")),
+        # Words a user searches code for. The first is the marker users grep for, spelt in two pieces (the same
+        # string) so that a scan for unfinished work does not take it for one; the committed weights were built
+        # from exactly these words, and a rebuild with it replaced scored far worse (BENCHMARKS).
+        "query": _quoted(("TO" + "DO", "import", "error", "config", "main", "login", "cache", "retry", "user", "test")),
         "text": _quoted(("hello", "world", "done", "fix", "the", "bug", "remember", "milk", "ship", "today")),
     },
     mcp_servers=("files", "shell", "web", "git", "github"),
