@@ -117,10 +117,11 @@ def tail(path: Path, offset: int = 0, lines: int = LOG_LINES_ON_FAILURE) -> str:
 
 
 class Hearth:
+    LOG_NAMES = ("api.log", "worker.log")
+
     def __init__(self, env, logs: Path):
         self.env = env
         self.logs = logs
-        self.log_names = ("api.log", "worker.log")
         self.base_url = f"http://127.0.0.1:{env['HEARTH_PORT']}"
         self.redis = Redis.from_url(env["REDIS_URL"])
         self.worker = None
@@ -130,8 +131,7 @@ class Hearth:
         log = open(self.logs / "worker.log", "ab")
         self.worker = subprocess.Popen([sys.executable, "-m", "hearth.cli", "worker"], env=self.env, cwd=REPO,
                                        stdout=log, stderr=subprocess.STDOUT)
-        if self not in RUNNING:
-            RUNNING.append(self)
+        self._running()
         wait_until(lambda: httpx.get(self.base_url + "/healthz").status_code == 200 if self.api else
                    bool(self.redis.keys("hearth:worker:*")), 120, "hearth worker")
 
@@ -139,8 +139,7 @@ class Hearth:
         log = open(self.logs / "api.log", "ab")
         self.api = subprocess.Popen([sys.executable, "-m", "hearth.cli", "api"], env=self.env, cwd=REPO,
                                     stdout=log, stderr=subprocess.STDOUT)
-        if self not in RUNNING:
-            RUNNING.append(self)
+        self._running()
         wait_until(lambda: httpx.get(self.base_url + "/v1/models").status_code == 200, 60, "hearth api")
 
     def stop(self):
@@ -150,14 +149,18 @@ class Hearth:
         if self in RUNNING:
             RUNNING.remove(self)
 
+    def _running(self):
+        if self not in RUNNING:
+            RUNNING.append(self)
+
     def log_sizes(self) -> dict:
         return {name: (self.logs / name).stat().st_size if (self.logs / name).exists() else 0
-                for name in self.log_names}
+                for name in self.LOG_NAMES}
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
-    item.stash[LOG_OFFSETS] = {id(hearth): hearth.log_sizes() for hearth in RUNNING}
+    item.stash[LOG_OFFSETS] = {hearth: hearth.log_sizes() for hearth in RUNNING}
     yield
 
 
@@ -170,8 +173,8 @@ def pytest_runtest_makereport(item, call):
         return
     offsets = item.stash.get(LOG_OFFSETS, {})
     for hearth in RUNNING:
-        for name in hearth.log_names:
-            text = tail(hearth.logs / name, offsets.get(id(hearth), {}).get(name, 0))
+        for name in hearth.LOG_NAMES:
+            text = tail(hearth.logs / name, offsets.get(hearth, {}).get(name, 0))
             if text:
                 report.sections.append((f"Hearth {hearth.base_url} {name}, last lines during the test", text))
 
