@@ -2,6 +2,7 @@
 
     python scripts/evaluate_tiny_model.py [MODEL_DIR]       # default: models/hearth-tiny
     python scripts/evaluate_tiny_model.py --long            # the same requests, Claude Code-sized
+    python scripts/evaluate_tiny_model.py --seed 7 8 9      # three draws, each and all together
 
 Greedy, through Hearth's own path: the worker's Engine renders each request
 (chat template, tools first) and decodes it in a batch, and the stream parser
@@ -193,45 +194,59 @@ def after_result_figures(answers: list[Answer]) -> dict:
             "histories": len(answers)}
 
 
+def held_out(seed: int, long: bool) -> tuple[list, list]:
+    """One draw of held-out requests, and each request to act as a history after its result."""
+    cases = tiny_model_data.held_out_cases(seed=seed)
+    histories = after_a_result(cases)
+    if long:
+        return long_prompts.long_cases(cases, seed=seed), long_prompts.long_cases(histories, seed=seed)
+    return cases, histories
+
+
+def report(label: str, thinking: bool, answers: list[Answer], after: list[Answer]):
+    f, again = figures(answers, thinking), after_result_figures(after)
+    print(f"{label}, thinking {'on ' if thinking else 'off'}: calls that parse {f['parsed_calls']:.0%} of {f['actions']}, "
+          f"good calls {f['good_calls']:.1%} "
+          f"(the request's tool {f['expected_tools']:.0%}, its values {f['expected_values']:.0%}, "
+          f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.1%} "
+          f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
+          f"thinking as asked {f['thinking_as_asked']:.0%}, answered {f['answered']:.0%}")
+    print(f"  after a result: calls again {again['calls_again']:.1%} of {again['histories']}, "
+          f"answered in words {again['in_words']:.0%}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
     parser.add_argument("--show", action="store_true", help="print every answer")
     parser.add_argument("--unguided", action="store_true", help="the model alone: tool calls not held to a grammar")
-    parser.add_argument("--seed", type=int, default=tiny_model_data.HELD_OUT_SEED,
-                        help="another draw of held-out requests (the same held-out words, other combinations)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[tiny_model_data.HELD_OUT_SEED],
+                        help="draws of held-out requests (the same held-out words, other combinations); "
+                             "with several, each draw's figures and then all of them together")
     parser.add_argument("--long", action="store_true",
                         help="the same requests, Claude Code-sized (scripts/long_prompts.py)")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampled, as Claude Code asks (1.0)")
     args = parser.parse_args()
     engine = Engine(args.model, cache_bytes=1 << 26)
-    cases = tiny_model_data.held_out_cases(seed=args.seed)
-    histories = after_a_result(cases)
-    if args.long:
-        cases = long_prompts.long_cases(cases, seed=args.seed)
-        histories = long_prompts.long_cases(histories, seed=args.seed)
-    print(f"{args.model}: {len(cases)} held-out requests (seed {args.seed}{', Claude Code-sized' if args.long else ''}), "
+    draws = {seed: held_out(seed, args.long) for seed in args.seed}
+    print(f"{args.model}: {sum(len(cases) for cases, _ in draws.values())} held-out requests "
+          f"(seed{'s' if len(draws) > 1 else ''} {', '.join(map(str, draws))}{', Claude Code-sized' if args.long else ''}), "
           f"{f'temperature {args.temperature}' if args.temperature else 'greedy'}, at most {MAX_TOKENS} tokens each, "
           f"tool calls {'unguided' if args.unguided else 'guided'}")
     for thinking in (True, False):
-        answers = answer(engine, cases, thinking, guided=not args.unguided, temperature=args.temperature)
-        if args.show:
-            for a in answers:
-                print(repr(a.case.prompt), [t["function"]["name"] for t in a.case.tools], "->", repr(a.raw))
-        f = figures(answers, thinking)
-        print(f"thinking {'on ' if thinking else 'off'}: calls that parse {f['parsed_calls']:.0%} of {f['actions']}, "
-              f"good calls {f['good_calls']:.0%} "
-              f"(the request's tool {f['expected_tools']:.0%}, its values {f['expected_values']:.0%}, "
-              f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.0%} "
-              f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
-              f"thinking as asked {f['thinking_as_asked']:.0%}, answered {f['answered']:.0%}")
-        answers = answer(engine, histories, thinking, guided=not args.unguided, temperature=args.temperature)
-        if args.show:
-            for a in answers:
-                print("after a result:", repr(a.case.prompt), "->", repr(a.raw))
-        after = after_result_figures(answers)
-        print(f"  after a result: calls again {after['calls_again']:.0%} of {after['histories']}, "
-              f"answered in words {after['in_words']:.0%}")
+        every, every_after = [], []
+        for seed, (cases, histories) in draws.items():
+            answers = answer(engine, cases, thinking, guided=not args.unguided, temperature=args.temperature)
+            after = answer(engine, histories, thinking, guided=not args.unguided, temperature=args.temperature)
+            if args.show:
+                for a in answers:
+                    print(repr(a.case.prompt), [t["function"]["name"] for t in a.case.tools], "->", repr(a.raw))
+                for a in after:
+                    print("after a result:", repr(a.case.prompt), "->", repr(a.raw))
+            report(f"seed {seed}", thinking, answers, after)
+            every, every_after = every + answers, every_after + after
+        if len(draws) > 1:
+            report(f"all {len(draws)} draws", thinking, every, every_after)
 
 
 if __name__ == "__main__":
