@@ -2,7 +2,7 @@
 
     python scripts/evaluate_tiny_model.py [MODEL_DIR]       # default: models/hearth-tiny
     python scripts/evaluate_tiny_model.py --long            # the same requests, Claude Code-sized
-    python scripts/evaluate_tiny_model.py --seed 7 8 9      # three draws, each and all together
+    python scripts/evaluate_tiny_model.py --seed 7 --seed 8 --seed 9   # three draws, each and all together
 
 Greedy, through Hearth's own path: the worker's Engine renders each request
 (chat template, tools first) and decodes it in a batch, and the stream parser
@@ -220,15 +220,16 @@ def main():
     parser.add_argument("model", nargs="?", default=str(DEFAULT_MODEL))
     parser.add_argument("--show", action="store_true", help="print every answer")
     parser.add_argument("--unguided", action="store_true", help="the model alone: tool calls not held to a grammar")
-    parser.add_argument("--seed", type=int, nargs="+", default=[tiny_model_data.HELD_OUT_SEED],
-                        help="draws of held-out requests (the same held-out words, other combinations); "
-                             "with several, each draw's figures and then all of them together")
+    # Repeated rather than nargs="+", which would swallow the model directory after it.
+    parser.add_argument("--seed", type=int, action="append",
+                        help="another draw of held-out requests (the same held-out words, other combinations); "
+                             "repeated, each draw's figures and then all of them together")
     parser.add_argument("--long", action="store_true",
                         help="the same requests, Claude Code-sized (scripts/long_prompts.py)")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampled, as Claude Code asks (1.0)")
     args = parser.parse_args()
     engine = Engine(args.model, cache_bytes=1 << 26)
-    draws = {seed: held_out(seed, args.long) for seed in args.seed}
+    draws = {seed: held_out(seed, args.long) for seed in args.seed or [tiny_model_data.HELD_OUT_SEED]}
     print(f"{args.model}: {sum(len(cases) for cases, _ in draws.values())} held-out requests "
           f"(seed{'s' if len(draws) > 1 else ''} {', '.join(map(str, draws))}{', Claude Code-sized' if args.long else ''}), "
           f"{f'temperature {args.temperature}' if args.temperature else 'greedy'}, at most {MAX_TOKENS} tokens each, "
