@@ -245,7 +245,8 @@ def main():
                 for a in after:
                     print("after a result:", repr(a.case.prompt), "->", repr(a.raw))
             report(f"seed {seed}", thinking, answers, after)
-            every, every_after = every + answers, every_after + after
+            every += answers
+            every_after += after
         if len(draws) > 1:
             report(f"all {len(draws)} draws", thinking, every, every_after)
 
