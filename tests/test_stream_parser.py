@@ -7,9 +7,14 @@ from hearth.message import MessageAssembler
 from workers.stream_parser import BlockDelta, BlockStart, BlockStop, StreamParser
 
 
+# The tools the calls below name, as the chat template gets them.
+TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+         for name in ("Bash", "LS", "Read", "Write")]
+
+
 def assemble(pieces, cut_off=False, **options):  # noqa: C901
     """Feed pieces; return the assembled blocks, checking the event order as a client would."""
-    parser = StreamParser(**options)
+    parser = StreamParser(**{"tools": TOOLS, **options})
     events = []
     for piece in pieces:
         events += parser.feed(piece)
@@ -151,20 +156,39 @@ def test_a_call_that_does_not_parse_comes_back_as_text_exactly_as_written(cut):
     assert parser.garbled_calls == 1 and parser.tool_calls == 0
 
 
+@pytest.mark.parametrize("tools", [None, []], ids=["none", "empty"])
+@pytest.mark.parametrize("cut", [0, 20, len(GARBLED) - 3])
+def test_offered_no_tools_a_call_comes_back_as_text(tools, cut):
+    """A client that offered no tools has nothing to run a tool_use with."""
+    call = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.py"}}\n</tool_call>'
+    blocks, parser = assemble(["Let me read it.\n"] + split_at(call, cut), tools=tools)
+    assert blocks == [{"type": "text", "text": "Let me read it.\n" + call}]
+    assert parser.garbled_calls == 1 and parser.tool_calls == 0
+    cut_off = call[:call.index("a.py")]
+    blocks, parser = assemble([cut_off], cut_off=True, tools=tools)
+    assert blocks == [{"type": "text", "text": cut_off}] and not parser.cut_call
+
+
+def test_a_call_to_another_tool_than_those_offered_is_still_a_call():
+    """The client answers it with an error ("No such tool available"), and the model can try again."""
+    blocks, parser = assemble(['<tool_call>\n{"name": "Deploy", "arguments": {}}\n</tool_call>'], tools=TOOLS[:1])
+    assert blocks[0]["type"] == "tool_use" and blocks[0]["name"] == "Deploy" and parser.tool_calls == 1
+
+
 def test_a_call_without_arguments_object_is_not_a_call():
     blocks, parser = assemble(['<tool_call>{"name": "Bash", "arguments": ["ls"]}</tool_call>'])
     assert blocks[0]["type"] == "text" and parser.garbled_calls == 1
 
 
 def test_input_json_deltas_join_into_the_arguments():
-    parser = StreamParser()
+    parser = StreamParser(tools=TOOLS)
     events = parser.feed('<tool_call>{"name": "Bash", "arguments": {"command": "echo \\"hi\\""}}</tool_call>')
     deltas = "".join(e.delta["partial_json"] for e in events if isinstance(e, BlockDelta))
     assert json.loads(deltas) == {"command": 'echo "hi"'}
 
 
 def test_a_json_call_opens_its_block_only_once_it_parses():
-    parser = StreamParser()
+    parser = StreamParser(tools=TOOLS)
     events = []
     for piece in ['<tool_call>\n{"name": "Write", "arguments": {"path": "a.py", ', '"content": "print(1)\\n', 'print(2)"', "}}"]:
         events += parser.feed(piece)
@@ -204,6 +228,15 @@ def test_qwen3_coder_xml_calls_split_anywhere_with_schema_types(cut):
     assert parser.tool_calls == 1
 
 
+@pytest.mark.parametrize("cut_off", [False, True])
+def test_offered_no_tools_an_xml_call_never_opens_a_block(cut_off):
+    call = XML_CALL[:XML_CALL.index("</function>")] if cut_off else XML_CALL
+    blocks, parser = assemble([call], tool_format="xml", tools=None, cut_off=cut_off)
+    assert [b["type"] for b in blocks] == ["thinking", "text"]
+    assert blocks[1]["text"] == call[call.index("<tool_call>"):]
+    assert parser.garbled_calls == 1 and parser.tool_calls == 0 and not parser.cut_call
+
+
 def test_xml_parameters_stream_one_by_one():
     parser = StreamParser(tool_format="xml", tools=XML_TOOLS)
     events = parser.feed("<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n")
@@ -227,7 +260,7 @@ def streamed_arguments(events) -> str:
 
 def test_a_json_call_cut_off_by_a_token_cap_streams_its_arguments_as_written_and_unclosed():
     """Anthropic's shape for a tool_use cut by max_tokens: Claude Code does not run such a call."""
-    parser = StreamParser()
+    parser = StreamParser(tools=TOOLS)
     events = parser.feed("I will look.\n") + parser.feed('<tool_call>\n{"name": "Bash", "arguments": {"command": "ls -')
     events += parser.feed('l", "timeout": 5, "description": "List fi') + parser.finish(cut_off=True)
     assert streamed_arguments(events) == '{"command": "ls -l", "timeout": 5, "description": "List fi'
@@ -246,7 +279,7 @@ NAME_END, ARGUMENTS_AT = CUT_CALL.index('"Write"') + len('"Write"'), CUT_CALL.in
 
 @pytest.mark.parametrize("cut", range(len("<tool_call>"), len(CUT_CALL) + 1))
 def test_a_json_call_cut_anywhere_is_text_until_its_name_is_whole_then_a_tool_use_of_what_was_written(cut):
-    parser = StreamParser()
+    parser = StreamParser(tools=TOOLS)
     written = CUT_CALL[:cut]
     events = parser.feed(written[:cut // 2]) + parser.feed(written[cut // 2:]) + parser.finish(cut_off=True)
     if cut < NAME_END:

@@ -19,6 +19,9 @@ from hearth.contract import (
 )
 from tests.conftest import MODEL, ScriptedEngine, read_log
 
+# The tool the scripted calls below name: a request that offers none gets no call.
+BASH = [{"type": "function", "function": {"name": "Bash", "parameters": {
+    "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}]
 ANSWER = ["<think>", "\nShort", " thought", ".\n</think>", "\n\nHello", " there", "!"]
 
 
@@ -68,7 +71,7 @@ def test_max_tokens_and_stop_sequences_set_the_stop_reason(redis, jobs, make_wor
 def test_tool_calls_end_the_turn_with_tool_use(redis, jobs, make_worker):
     call = ['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls"}}\n</tool_call>']
     job_id = jobs.new_job_id()
-    jobs.enqueue(job_id, request(enable_thinking=False))
+    jobs.enqueue(job_id, request(enable_thinking=False, tools=BASH))
     make_worker(ScriptedEngine(call)).work(burst=True)
     result = Job.fetch(job_id, connection=redis).return_value()
     assert result["stop_reason"] == "tool_use"
@@ -81,7 +84,7 @@ CUT_CALL = ['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls", "d
 def test_a_call_cut_off_by_max_tokens_ends_as_a_tool_use_so_far_with_stop_reason_max_tokens(redis, jobs, make_worker):
     """Anthropic's shape for a message cut inside a tool_use block: no client runs the call as if whole."""
     job_id = jobs.new_job_id()
-    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=2))
+    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=2, tools=BASH))
     make_worker(ScriptedEngine(CUT_CALL)).work(burst=True)
     result = Job.fetch(job_id, connection=redis).return_value()
     assert result["stop_reason"] == "max_tokens" and result["usage"]["output_tokens"] == 2
@@ -96,7 +99,7 @@ def test_a_call_cut_off_by_max_tokens_ends_as_a_tool_use_so_far_with_stop_reason
 
 def test_a_call_cut_off_by_the_models_own_cap_is_not_reported_as_a_whole_call(redis, jobs, make_worker):
     job_id = jobs.new_job_id()
-    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=64000))
+    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=64000, tools=BASH))
     engine = ScriptedEngine(CUT_CALL)
     engine.max_new_tokens = 2
     make_worker(engine).work(burst=True)

@@ -15,7 +15,9 @@ Small and quantized models get their own format wrong now and then:
   thinking has closed (a second `</think>`), or a `</tool_call>` that closes
   no call, is dropped; in code it is text.
 - A tool call that does not parse comes back as text, exactly as written,
-  instead of failing the turn (`garbled_calls` counts them).
+  instead of failing the turn (`garbled_calls` counts them). So does any
+  call when the request offers no tools (`tools`): its client has no tool
+  loop to run one.
 - A call cut off by a token cap (`finish(cut_off=True)`) is still a call,
   its arguments as far as they went and unclosed, once its tool's name is
   whole (`cut_call`; the job then reports max_tokens): Anthropic's own shape
@@ -78,7 +80,8 @@ class StreamParser:
 
     `in_thinking`: the prompt already opened `<think>` (output starts inside it).
     `thinking_enabled=False`: the model is not to think; a `<think>` it writes anyway is dropped.
-    `tool_format`: "json" (Qwen3) or "xml" (Qwen3-Coder); `tools` types XML values.
+    `tool_format`: "json" (Qwen3) or "xml" (Qwen3-Coder); `tools`: the tools offered (the chat
+    template's shape), which type XML values; with none, nothing is a call.
     """
 
     def __init__(self, in_thinking: bool = False, thinking_enabled: bool = True, tool_format: str = "json",

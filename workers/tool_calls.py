@@ -6,6 +6,12 @@ object. `close()` runs when the call's text is all in and raises
 ToolCallError for a call that does not parse (the stream parser then
 returns it as text).
 
+A request that offers no tools (`tools` empty) gets no call: whatever the
+model writes after `<tool_call>` does not parse. A client that offered none
+has no tool loop to run one. A call to some other tool than those offered is
+still a call (the job logs it): the client answers it with an error (Claude
+Code: "No such tool available"), and the model can try again.
+
 `cut()` runs instead when a token cap ended the output inside the call: its
 arguments as far as they went, left unclosed, as Anthropic's API streams a
 tool_use cut off by max_tokens. A client must not run such a call, and
@@ -34,8 +40,13 @@ class ToolCallError(ValueError):
     """The model wrote a tool call that does not parse."""
 
 
+def _no_tools(text: str) -> ToolCallError:
+    return ToolCallError(f"a tool call, but the request offers no tools: {text[:200]!r}")
+
+
 class JsonToolCall:
     def __init__(self, tools=None):
+        self._offered = bool(tools)
         self._buffer = ""
 
     def feed(self, text: str) -> list:
@@ -52,6 +63,8 @@ class JsonToolCall:
             raise ToolCallError(f"unparseable tool call: {self._buffer[:200]!r}") from exc
         if not isinstance(name, str) or not name or not isinstance(arguments, dict):
             raise ToolCallError(f"tool call without a name or an arguments object: {self._buffer[:200]!r}")
+        if not self._offered:
+            raise _no_tools(self._buffer)
         return [("start", name), ("args", json.dumps(arguments))]
 
     def cut(self) -> list:
@@ -64,6 +77,8 @@ class JsonToolCall:
         # The template's (and the guide's) order: the name, then the arguments, which may not have begun.
         if head is None or not (after.startswith(_ARGUMENTS_KEY) or _ARGUMENTS_KEY.startswith(after)):
             raise ToolCallError(f"tool call cut before its name: {self._buffer[:200]!r}")
+        if not self._offered:
+            raise _no_tools(self._buffer)
         return [("start", json.loads(head["name"])), ("args", after[len(_ARGUMENTS_KEY):] or "{")]
 
 
@@ -77,7 +92,7 @@ class XmlToolCall:
     def __init__(self, tools=None):
         self._tools = tools
         self._buffer = ""
-        self._name = None
+        self._name = None  # once its function is known (never, when no tools are offered)
         self._sent_keys = []
 
     def feed(self, text: str) -> list:
@@ -85,8 +100,8 @@ class XmlToolCall:
         out = []
         if self._name is None:
             head = _FUNCTION.match(self._buffer)
-            if head is None:
-                return out
+            if head is None or not self._tools:
+                return out  # not yet a call, or never one: close() says so
             self._name = head.group(1)
             out.append(("start", self._name))
         return out + self._new_parameters(self._complete_parameters())
@@ -94,7 +109,7 @@ class XmlToolCall:
     def close(self) -> list:
         """Never raises once the call's block has started: what was sent closes into an object."""
         if self._name is None:
-            raise ToolCallError(f"unparseable tool call: {self._buffer[:200]!r}")
+            raise self._no_call()
         body = self._buffer.rstrip()
         if not body.endswith("</function>"):
             body += "</function>"
@@ -106,10 +121,15 @@ class XmlToolCall:
 
     def cut(self) -> list:
         if self._name is None:
-            raise ToolCallError(f"tool call cut before its function: {self._buffer[:200]!r}")
+            raise self._no_call()
         if "</function>" in self._buffer:
             return self.close()  # whole, but for its `</tool_call>`
         return [] if self._sent_keys else [("args", "{")]  # the parameters already sent, unclosed
+
+    def _no_call(self) -> ToolCallError:
+        if not self._tools:
+            return _no_tools(self._buffer)
+        return ToolCallError(f"tool call without a function: {self._buffer[:200]!r}")
 
     def _complete_parameters(self) -> dict:
         end = self._buffer.rfind("</parameter>")
