@@ -8,8 +8,11 @@ parser makes it a tool_use block.
 
 import json
 
+import mlx.core as mx
+import numpy as np
 import pytest
 
+from hearth.contract import GenerationRequest
 from hearth.settings import BUNDLED_MODEL
 from workers.batch import Sampling
 from workers.engine import Engine
@@ -95,9 +98,38 @@ def test_a_tool_call_written_while_thinking_is_left_alone(engine):
     assert not resumed.in_call
 
 
-def test_no_tools_no_guide(engine):
-    assert engine.tool_guides.guide(None, in_thinking=False) is None
-    assert engine.tool_guides.guide([], in_thinking=False) is None
+def greedy(engine, request: GenerationRequest, guide) -> str:
+    prompt = engine.render(request)
+    batch = engine.batch(4, 64)
+    batch.add("a", prompt.tokens, Sampling(temperature=0.0), 80, guide=guide)
+    written = []
+    while "a" in batch:
+        written += [o.token for o in batch.step() if o.key == "a" and o.token is not None and o.finish != "stop"]
+    return engine.tokenizer.decode(written)
+
+
+@pytest.mark.parametrize("thinking", [False, True], ids=["thinking off", "thinking on"])
+@pytest.mark.parametrize("batchable", [True, False], ids=["batch", "one at a time"])
+def test_offered_no_tools_the_model_writes_no_call(engine, monkeypatch, batchable, thinking):
+    """Anthropic's model cannot call a tool nobody offered; asked to act, the bundled model would."""
+    monkeypatch.setattr(engine, "batchable", batchable)
+    request = GenerationRequest(model="m", requested_model="m", messages=[{"role": "user", "content": "Run ls."}],
+                                max_tokens=80, enable_thinking=thinking)
+    assert "<tool_call>" in greedy(engine, request, guide=None)
+    guide = engine.tool_guide(request, in_thinking=engine.render(request).opens_in_thinking)
+    assert guide is engine.no_tool_calls and engine.tool_guides.guide(None, in_thinking=False) is None
+    answered = greedy(engine, request, guide)
+    assert "<tool_call>" not in answered and answered.rpartition("</think>")[2].strip(), answered
+
+
+def test_no_tool_calls_masks_only_the_call_opening_whatever_the_logits_width(engine):
+    [tool_open] = engine.encode("<tool_call>")
+    for width in (tool_open + 1, tool_open + 64):
+        logits = mx.zeros((1, width))
+        masked = np.array(engine.no_tool_calls(mx.array([1, 2]), logits))
+        assert masked[0, tool_open] == -np.inf and np.isfinite(np.delete(masked[0], tool_open)).all()
+    narrow = np.array(engine.no_tool_calls(mx.array([1]), mx.zeros((1, tool_open))))
+    assert np.isfinite(narrow).all()
 
 
 def answer(engine, guide, prompt_text: str, max_tokens: int = 150, think_for: int = 0) -> str:

@@ -116,6 +116,33 @@ def test_the_openai_sdk_accumulates_reasoning_text_and_tool_calls(hearth):
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name in {"LS", "Bash", "Read"}
 
 
+@pytest.mark.parametrize("thinking", [None, {"type": "enabled", "budget_tokens": 60}], ids=["no thinking", "thinking"])
+def test_offered_no_tools_a_request_to_act_is_answered_in_text(sdk, thinking):
+    """Greedy and unguarded, the tiny model answers "Run ls." with a call even when no tool is offered."""
+    extra = {"thinking": thinking} if thinking else {}
+    for tools in ({}, {"tools": TOOLS, "tool_choice": {"type": "none"}}):
+        body = dict(model=MAIN, max_tokens=200, extra_body=GREEDY, messages=[{"role": "user", "content": "Run ls."}],
+                    **extra, **tools)
+        with sdk.messages.stream(**body) as stream:
+            streamed = stream.get_final_message()
+        for message in (streamed, sdk.messages.create(**body)):
+            assert [b.type for b in message.content] == (["thinking", "text"] if thinking else ["text"]), message
+            assert "<tool_call>" not in message.content[-1].text and message.content[-1].text.strip()
+            assert message.stop_reason == "end_turn"
+
+
+def test_openai_tool_choice_none_is_answered_in_text(hearth):
+    import openai
+
+    client = openai.OpenAI(base_url=hearth.base_url + "/v1", api_key="unused", max_retries=0)
+    tools = [{"type": "function", "function": t["function"]} for t in tiny_model_data.CLAUDE_CODE_TOOLS]
+    completion = client.chat.completions.create(model="hearth-tiny", temperature=0, tools=tools, tool_choice="none",
+                                                messages=[{"role": "user", "content": "Run ls."}])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    assert choice.message.content.strip() and "<tool_call>" not in choice.message.content
+
+
 # Tools the tiny model never saw in training: only the worker's grammar makes its calls name them.
 UNSEEN = [{"name": "fetch_page", "description": "Fetch a web page.", "input_schema": {
               "type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"]}},
