@@ -14,7 +14,9 @@ side by side in one run, alternating, the median of the rounds:
 2. Inside a call: the same, with `<tool_call>` pushed into every sequence
    first, so every token is masked by llguidance against the tools'
    grammar, over the unguided sequences after the same push.
-3. Compiling the grammar of Claude Code's tools, once per tool set (the
+3. No tools offered: the same sequences masked against `<tool_call>` (what
+   every request that offers no tools carries) over unmasked.
+4. Compiling the grammar of Claude Code's tools, once per tool set (the
    first request offering them), against one decode step of one sequence.
 """
 
@@ -45,11 +47,11 @@ def step_until_all_decode(batch):
         prefilling = any(output.token is None for output in batch.step())
 
 
-def decode(engine, streams: int, tokens: int, guided: bool, in_call: bool) -> float:
-    """Tokens per second of `streams` sequences decoding `tokens` tokens each."""
+def decode(engine, streams: int, tokens: int, new_guide, in_call: bool) -> float:
+    """Tokens per second of `streams` sequences decoding `tokens` tokens each, each held by `new_guide()`."""
     batch = engine.batch(max(streams, 8), 512)
     for i in range(streams):
-        guide = engine.tool_guides.guide(TOOLS, in_thinking=False) if guided else None
+        guide = new_guide()
         batch.add(str(i), engine.encode(f"Stream {i}: tell me about the tide, at length."), Sampling(temperature=0.0),
                   tokens + 2, guide=guide)
     step_until_all_decode(batch)
@@ -76,16 +78,21 @@ def main():
     engine = Engine(str(build_babbler(Path(tempfile.mkdtemp()) / "babbler")), cache_bytes=0)
     print(f"babbler, greedy, {len(TOOLS)} Claude Code tools offered, {args.tokens} tokens a stream, "
           f"median of {args.rounds} rounds (guided / unguided tokens per second)")
-    for in_call in (False, True):
+    def tools_guide():
+        return engine.tool_guides.guide(TOOLS, in_thinking=False)
+
+    cases = [("outside a call", tools_guide, False), ("inside a call", tools_guide, True),
+             ("no tools offered", lambda: engine.no_tool_calls, False)]
+    for label, new_guide, in_call in cases:
         for streams in [int(s) for s in args.streams.split(",")]:
             ratios, rates = [], []
             for _ in range(args.rounds):
-                unguided = decode(engine, streams, args.tokens, False, in_call)
-                guided = decode(engine, streams, args.tokens, True, in_call)
+                unguided = decode(engine, streams, args.tokens, lambda: None, in_call)
+                guided = decode(engine, streams, args.tokens, new_guide, in_call)
                 ratios.append(guided / unguided)
                 rates.append((guided, unguided))
             guided, unguided = (statistics.median(r[k] for r in rates) for k in (0, 1))
-            print(f"{'inside a call ' if in_call else 'outside a call'}, {streams} stream(s): "
+            print(f"{label:16}, {streams} stream(s): "
                   f"{guided:.0f} / {unguided:.0f} tok/s = {statistics.median(ratios):.2f}x")
     compile_times = []
     for _ in range(args.rounds):
@@ -93,7 +100,7 @@ def main():
         started = time.perf_counter()
         guides.guide(TOOLS, in_thinking=False)
         compile_times.append(time.perf_counter() - started)
-    step = 1 / decode(engine, 1, args.tokens, False, False)
+    step = 1 / decode(engine, 1, args.tokens, lambda: None, False)
     compiled = statistics.median(compile_times)
     print(f"compiling the grammar of Claude Code's {len(TOOLS)} tools: {compiled * 1000:.1f} ms "
           f"= {compiled / step:.1f} decode steps of one sequence ({step * 1000:.1f} ms)")
