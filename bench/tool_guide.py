@@ -14,8 +14,8 @@ side by side in one run, alternating, the median of the rounds:
 2. Inside a call: the same, with `<tool_call>` pushed into every sequence
    first, so every token is masked by llguidance against the tools'
    grammar, over the unguided sequences after the same push.
-3. No tools offered: the same sequences masked against `<tool_call>` (what
-   every request that offers no tools carries) over unmasked.
+3. No tools offered: the same sequences, their sampler masking `<tool_call>`
+   (as every request that offers no tools has it) over unmasked.
 4. Compiling the grammar of Claude Code's tools, once per tool set (the
    first request offering them), against one decode step of one sequence.
 """
@@ -47,12 +47,12 @@ def step_until_all_decode(batch):
         prefilling = any(output.token is None for output in batch.step())
 
 
-def decode(engine, streams: int, tokens: int, new_guide, in_call: bool) -> float:
+def decode(engine, streams: int, tokens: int, new_guide, in_call: bool, sampling=Sampling(temperature=0.0)) -> float:
     """Tokens per second of `streams` sequences decoding `tokens` tokens each, each held by `new_guide()`."""
     batch = engine.batch(max(streams, 8), 512)
     for i in range(streams):
         guide = new_guide()
-        batch.add(str(i), engine.encode(f"Stream {i}: tell me about the tide, at length."), Sampling(temperature=0.0),
+        batch.add(str(i), engine.encode(f"Stream {i}: tell me about the tide, at length."), sampling,
                   tokens + 2, guide=guide)
     step_until_all_decode(batch)
     if in_call:
@@ -81,14 +81,18 @@ def main():
     def tools_guide():
         return engine.tool_guides.guide(TOOLS, in_thinking=False)
 
-    cases = [("outside a call", tools_guide, False), ("inside a call", tools_guide, True),
-             ("no tools offered", lambda: engine.no_tool_calls, False)]
-    for label, new_guide, in_call in cases:
+    def no_guide():
+        return None
+
+    greedy, no_tools = Sampling(temperature=0.0), Sampling(temperature=0.0, may_call_tools=False)
+    cases = [("outside a call", tools_guide, greedy, False), ("inside a call", tools_guide, greedy, True),
+             ("no tools offered", no_guide, no_tools, False)]
+    for label, new_guide, sampling, in_call in cases:
         for streams in [int(s) for s in args.streams.split(",")]:
             ratios, rates = [], []
             for _ in range(args.rounds):
-                unguided = decode(engine, streams, args.tokens, lambda: None, in_call)
-                guided = decode(engine, streams, args.tokens, new_guide, in_call)
+                unguided = decode(engine, streams, args.tokens, no_guide, in_call)
+                guided = decode(engine, streams, args.tokens, new_guide, in_call, sampling)
                 ratios.append(guided / unguided)
                 rates.append((guided, unguided))
             guided, unguided = (statistics.median(r[k] for r in rates) for k in (0, 1))
@@ -100,7 +104,7 @@ def main():
         started = time.perf_counter()
         guides.guide(TOOLS, in_thinking=False)
         compile_times.append(time.perf_counter() - started)
-    step = 1 / decode(engine, 1, args.tokens, lambda: None, False)
+    step = 1 / decode(engine, 1, args.tokens, no_guide, False)
     compiled = statistics.median(compile_times)
     print(f"compiling the grammar of Claude Code's {len(TOOLS)} tools: {compiled * 1000:.1f} ms "
           f"= {compiled / step:.1f} decode steps of one sequence ({step * 1000:.1f} ms)")

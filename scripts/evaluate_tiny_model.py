@@ -152,7 +152,8 @@ def answer(engine: Engine, cases: list, thinking: bool, max_tokens: int = MAX_TO
                                   tool_format=engine.tool_format, tools=case.tools)
             running[str(i)] = (case, engine.decoder(), parser, [], [])
             guide = engine.tool_guide(request, prompt.opens_in_thinking) if guided else None
-            batch.add(str(i), prompt.tokens, Sampling(temperature=temperature), max_tokens, guide=guide)
+            sampling = Sampling(temperature=temperature, may_call_tools=bool(case.tools))
+            batch.add(str(i), prompt.tokens, sampling, max_tokens, guide=guide)
         for output in batch.step():
             if output.token is None:
                 continue

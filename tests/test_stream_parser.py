@@ -156,15 +156,17 @@ def test_a_call_that_does_not_parse_comes_back_as_text_exactly_as_written(cut):
     assert parser.garbled_calls == 1 and parser.tool_calls == 0
 
 
+READ_CALL = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.py"}}\n</tool_call>'
+
+
 @pytest.mark.parametrize("tools", [None, []], ids=["none", "empty"])
-@pytest.mark.parametrize("cut", [0, 20, len(GARBLED) - 3])
+@pytest.mark.parametrize("cut", [0, 20, len(READ_CALL) - 3])
 def test_offered_no_tools_a_call_comes_back_as_text(tools, cut):
     """A client that offered no tools has nothing to run a tool_use with."""
-    call = '<tool_call>\n{"name": "Read", "arguments": {"file_path": "a.py"}}\n</tool_call>'
-    blocks, parser = assemble(["Let me read it.\n"] + split_at(call, cut), tools=tools)
-    assert blocks == [{"type": "text", "text": "Let me read it.\n" + call}]
+    blocks, parser = assemble(["Let me read it.\n"] + split_at(READ_CALL, cut), tools=tools)
+    assert blocks == [{"type": "text", "text": "Let me read it.\n" + READ_CALL}]
     assert parser.garbled_calls == 1 and parser.tool_calls == 0
-    cut_off = call[:call.index("a.py")]
+    cut_off = READ_CALL[:READ_CALL.index("a.py")]
     blocks, parser = assemble([cut_off], cut_off=True, tools=tools)
     assert blocks == [{"type": "text", "text": cut_off}] and not parser.cut_call
 

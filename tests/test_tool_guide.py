@@ -1,4 +1,5 @@
-"""Tool calls held to their grammar while decoding (workers/tool_guide.py), in both kinds of batch.
+"""Tool calls held to their grammar while decoding (workers/tool_guide.py), in both kinds of batch;
+none at all when no tools are offered (workers/batch.py's samplers).
 
 The babbler (the bundled model's shape, random weights) writes noise: left
 alone after `<tool_call>` it never writes a call. Guided, whatever it samples
@@ -9,12 +10,12 @@ parser makes it a tool_use block.
 import json
 
 import mlx.core as mx
-import numpy as np
+from mlx_lm.sample_utils import make_sampler
 import pytest
 
 from hearth.contract import GenerationRequest
 from hearth.settings import BUNDLED_MODEL
-from workers.batch import Sampling
+from workers.batch import Sampling, never_drawing, sampler_for
 from workers.engine import Engine
 from workers.stream_parser import BlockStart, StreamParser
 
@@ -98,10 +99,10 @@ def test_a_tool_call_written_while_thinking_is_left_alone(engine):
     assert not resumed.in_call
 
 
-def greedy(engine, request: GenerationRequest, guide) -> str:
+def greedy(engine, request: GenerationRequest, sampling: Sampling) -> str:
     prompt = engine.render(request)
     batch = engine.batch(4, 64)
-    batch.add("a", prompt.tokens, Sampling(temperature=0.0), 80, guide=guide)
+    batch.add("a", prompt.tokens, sampling, 80, guide=engine.tool_guide(request, prompt.opens_in_thinking))
     written = []
     while "a" in batch:
         written += [o.token for o in batch.step() if o.key == "a" and o.token is not None and o.finish != "stop"]
@@ -114,22 +115,26 @@ def test_offered_no_tools_the_model_writes_no_call(engine, monkeypatch, batchabl
     """Anthropic's model cannot call a tool nobody offered; asked to act, the bundled model would."""
     monkeypatch.setattr(engine, "batchable", batchable)
     request = GenerationRequest(model="m", requested_model="m", messages=[{"role": "user", "content": "Run ls."}],
-                                max_tokens=80, enable_thinking=thinking)
-    assert "<tool_call>" in greedy(engine, request, guide=None)
-    guide = engine.tool_guide(request, in_thinking=engine.render(request).opens_in_thinking)
-    assert guide is engine.no_tool_calls and engine.tool_guides.guide(None, in_thinking=False) is None
-    answered = greedy(engine, request, guide)
+                                max_tokens=80, enable_thinking=thinking, temperature=0.0)
+    assert engine.tool_guide(request, in_thinking=False) is None
+    assert "<tool_call>" in greedy(engine, request, Sampling(temperature=0.0))
+    sampling = Sampling.for_request(request)
+    assert not sampling.may_call_tools
+    answered = greedy(engine, request, sampling)
     assert "<tool_call>" not in answered and answered.rpartition("</think>")[2].strip(), answered
 
 
-def test_no_tool_calls_masks_only_the_call_opening_whatever_the_logits_width(engine):
-    [tool_open] = engine.encode("<tool_call>")
-    for width in (tool_open + 1, tool_open + 64):
-        logits = mx.zeros((1, width))
-        masked = np.array(engine.no_tool_calls(mx.array([1, 2]), logits))
-        assert masked[0, tool_open] == -np.inf and np.isfinite(np.delete(masked[0], tool_open)).all()
-    narrow = np.array(engine.no_tool_calls(mx.array([1]), mx.zeros((1, tool_open))))
-    assert np.isfinite(narrow).all()
+def test_a_token_never_drawn_leaves_the_others_their_odds():
+    favourite, runner_up, outsider = 0, 1, 2
+    logprobs = mx.log(mx.array([[0.9, 0.06, 0.04], [0.9, 0.04, 0.06]]))  # a batch of two, one call
+    assert never_drawing(make_sampler(temp=0.0), favourite)(logprobs).tolist() == [runner_up, outsider]
+    # Top-p 0.5 of what is left: the runner-up alone (0.6 of it), never the outsider (0.4).
+    nucleus = never_drawing(make_sampler(temp=1.0, top_p=0.5), favourite)
+    draws = {token for _ in range(50) for token in nucleus(logprobs[:1]).tolist()}
+    assert draws == {runner_up}
+    # Sequences that sample alike share one sampler, so mlx-lm samples them in one call.
+    assert sampler_for(Sampling(0.7, may_call_tools=False), 5) is sampler_for(Sampling(0.7, may_call_tools=False), 5)
+    assert sampler_for(Sampling(0.7), 5) is not sampler_for(Sampling(0.7, may_call_tools=False), 5)
 
 
 def answer(engine, guide, prompt_text: str, max_tokens: int = 150, think_for: int = 0) -> str:

@@ -16,7 +16,8 @@ needs around it:
 - tokens pushed into a running sequence (the end of thinking forced by a
   budget): its cache is taken out and put back with those tokens to prefill;
 - a sequence's tool-call guide (workers/tool_guide.py), as its logits processor,
-  shown each of its tokens as it comes out;
+  shown each of its tokens as it comes out; a sequence offered no tools never
+  draws `<tool_call>` (its sampler's doing: see `sampler_for`);
 - an end of turn straight after its thinking taken back: the sequence goes on
   with the model's answer guard (workers/answer_guard.py), so it says something.
 
@@ -25,6 +26,7 @@ Sequences are named by the caller's keys; text is the caller's business.
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 import logging
 
 import mlx.core as mx
@@ -53,11 +55,51 @@ class Output:
     reused: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    # False: the request offers no tools, and `<tool_call>` is never drawn. Anthropic's model cannot
+    # call a tool nobody offered; a small one left free writes a call anyway (the bundled model
+    # answers "Run ls." with a call to a tool it was trained with).
+    may_call_tools: bool = True
+
+    @classmethod
+    def for_request(cls, request) -> "Sampling":
+        """How a GenerationRequest's tokens are drawn."""
+        return cls(request.temperature, request.top_p, request.top_k, may_call_tools=bool(request.tools))
+
+
+@lru_cache(maxsize=64)
+def sampler_for(sampling: Sampling, tool_call_token: int | None):
+    """mlx-lm's sampler for `sampling`, one for all the sequences that sample alike.
+
+    mlx-lm samples a batch whose sequences share one sampler in a single call
+    (else row by row), and runs logits processors row by row: so `<tool_call>`
+    is masked here, once for the batch, and not by a processor of each sequence's.
+    """
+    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    if sampling.may_call_tools or tool_call_token is None:
+        return sampler
+    return never_drawing(sampler, tool_call_token)
+
+
+def never_drawing(sampler, token: int):
+    """`sampler`, with `token` never drawn.
+
+    Its probability goes to the others' in proportion: mlx-lm's draw and its top-p
+    both measure against the mass present, so the log-probabilities need no renormalizing.
+    """
+    masks = {}  # by width
+
+    def sample(logprobs: mx.array) -> mx.array:
+        width = logprobs.shape[-1]
+        if width not in masks:
+            masks[width] = mx.arange(width) == token
+        return sampler(mx.where(masks[width], mx.array(-mx.inf, dtype=logprobs.dtype), logprobs))
+
+    return sample
 
 
 @dataclass(eq=False)
@@ -108,7 +150,7 @@ class _Sequences:
 
     def _new(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int,
              guide) -> _Sequence:
-        sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        sampler = sampler_for(sampling, self.engine.tool_call_token)
         self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens, guide=guide)
         return self._sequences[key]
 

@@ -20,7 +20,7 @@ from hearth.contract import GenerationRequest
 from workers.answer_guard import AnswerGuard
 from workers.batch import ModelBatch, Sampling, SoloBatch, can_batch
 from workers.tool_calls import tool_format_of
-from workers.tool_guide import NoToolCalls, ToolGuides
+from workers.tool_guide import TOOL_OPEN, ToolGuides, single_token
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Engine:
                         "beside the other models' batches", name)
         self._tools_first = tools_first
         self.tool_guides = self._tool_guides()
-        self.no_tool_calls = NoToolCalls.for_tokenizer(self.tokenizer)
+        self.tool_call_token = single_token(self.tokenizer, TOOL_OPEN)  # never drawn when no tools are offered
         self.answer_guard = AnswerGuard.for_tokenizer(self.tokenizer)  # None for a model that does not think
         # The cache's blocks reach disk as they are made: a worker that crashed comes back warm.
         self.block_store = BlockStore(model_cache_dir(cache_dir, name), name) if cache_dir else None
@@ -114,11 +114,7 @@ class Engine:
             return None
 
     def tool_guide(self, request: GenerationRequest, in_thinking: bool):
-        """A logits processor holding this request's tool calls to its tools' grammar, or None.
-
-        With no tools offered, one that writes no call at all."""
-        if not request.tools:
-            return self.no_tool_calls
+        """A logits processor holding this request's tool calls to its tools' grammar, or None."""
         if self.tool_guides is None:
             return None
         return self.tool_guides.guide(request.tools, in_thinking, must_call=request.tool_required,
@@ -140,7 +136,7 @@ class Engine:
         # With a tool offered, as Claude Code's requests come: the path of a guided sequence too.
         guide = self.tool_guides.guide(WARM_UP_TOOLS, in_thinking=False) if self.tool_guides else None
         batch.add("warm-up", prompt, Sampling(temperature=0.0), 4, guide=guide)
-        batch.add("warm-up too", prompt[:8], Sampling(temperature=0.7), 4, guide=self.no_tool_calls)
+        batch.add("warm-up too", prompt[:8], Sampling(temperature=0.7, may_call_tools=False), 4)
         while len(batch):
             batch.step()
 

@@ -205,8 +205,7 @@ class Scheduler:
             self.waiting_for_memory.append(run)
 
     def _add(self, run: Running, segment: Segment):
-        request = run.message.request
-        sampling = Sampling(request.temperature, request.top_p, request.top_k)
+        sampling = Sampling.for_request(run.message.request)
         self.batches[run.model].add(run.job.id, segment.tokens, sampling, segment.max_tokens, segment.static_tokens,
                                     segment.guide)
 

@@ -9,7 +9,8 @@ Everything else the model writes is left alone: whether to call a tool is
 still its own choice, unless the request makes it call one (Anthropic's
 `tool_choice` any or tool, OpenAI's required or a named function): then its
 answer, once its thinking is done, opens with `<tool_call>` (after a little
-whitespace, if it likes).
+whitespace, if it likes). A request that offers no tools has no guide: its
+sampler never draws `<tool_call>` (workers/batch.py's `sampler_for`).
 
 A ToolCallGuide is an mlx-lm logits processor, one per sequence. mlx-lm
 samples a step's token while the next step is being built, and reading it
@@ -19,11 +20,6 @@ flight that may be `<tool_call>` gets the call's first mask lazily, in MLX.
 Only inside a call, where the mask depends on every token, does it wait for
 the token. The tokens put into a sequence as a prompt (a resumed job's output
 so far, the end of thinking forced by its budget) it is told of by `inserted`.
-
-A request that offers no tools (or hides them: `tool_choice` none) gets
-NoToolCalls instead: `<tool_call>` is never written. Anthropic's model cannot
-call a tool nobody offered, and a small one left free sometimes writes a call
-anyway (a greeting taken for "Run ls.").
 """
 
 from collections import OrderedDict
@@ -115,40 +111,6 @@ def _widened(mask: np.ndarray, width: int) -> np.ndarray:
 def single_token(tokenizer, text: str) -> int | None:
     ids = tokenizer.encode(text, add_special_tokens=False)
     return ids[0] if len(ids) == 1 else None
-
-
-class NoToolCalls:
-    """The logits processor of a sequence offered no tools: `<tool_call>` masked out, in thinking too.
-
-    It reads nothing and keeps no state of a sequence's, so one serves them all; it has the
-    guide's interface, as the batch and the job treat every guide alike.
-    """
-
-    in_call = False
-
-    def __init__(self, tool_open: int):
-        self._tool_open = tool_open
-        self._masks: dict[int, mx.array] = {}  # by logits width
-
-    @classmethod
-    def for_tokenizer(cls, tokenizer) -> "NoToolCalls | None":
-        """None where `<tool_call>` is not one token (the stream parser still keeps such a call as text)."""
-        tool_open = single_token(tokenizer, TOOL_OPEN)
-        return cls(tool_open) if tool_open is not None else None
-
-    def inserted(self, tokens: list):
-        pass
-
-    def observe(self, token: int):
-        pass
-
-    def __call__(self, context: mx.array, logits: mx.array) -> mx.array:
-        width = logits.shape[-1]
-        if width not in self._masks:
-            mask = np.zeros(width, dtype=np.bool_)
-            mask[self._tool_open:self._tool_open + 1] = True  # a slice: nothing, should the logits be narrower
-            self._masks[width] = mx.array(mask)
-        return mx.where(self._masks[width], mx.array(-mx.inf, dtype=logits.dtype), logits)
 
 
 class ToolCallGuide:
