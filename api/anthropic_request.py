@@ -171,22 +171,23 @@ def chat_tools(tools) -> list | None:
 
 
 def apply_tool_choice(tools: list | None, choice) -> tuple[list | None, bool]:
-    """The tools the model is offered, and whether it must call one.
+    """The names of the tools the answer may call (None: any offered), and whether it must call one.
 
-    `none` hides the tools; `tool` offers only the one named; `any` and `tool`
-    make the answer call one (the worker's tool-call guide opens it).
+    `none` lets it call none; `tool` only the one named; `any` and `tool` make
+    the answer call one (the worker's tool-call guide opens it). The model sees
+    every tool offered whatever the choice (GenerationRequest.callable_tools).
     """
     if choice is None or tools is None:
-        return tools, False
+        return None, False
     require(isinstance(choice, dict) and choice.get("type") in ("auto", "any", "tool", "none"),
              "tool_choice: expected {type: auto|any|tool|none}")
     if choice["type"] == "none":
-        return None, False
+        return [], False
     if choice["type"] == "tool":
-        chosen = [t for t in tools if t["function"]["name"] == choice.get("name")]
-        require(chosen, f"tool_choice.name: no tool named {choice.get('name')!r}")
-        return chosen, True
-    return tools, choice["type"] == "any"
+        require(any(t["function"]["name"] == choice.get("name") for t in tools),
+                f"tool_choice.name: no tool named {choice.get('name')!r}")
+        return [choice["name"]], True
+    return None, choice["type"] == "any"
 
 
 def thinking_options(thinking) -> tuple[bool, int | None]:
@@ -222,7 +223,8 @@ def parse_messages_request(body, router: ModelRouter) -> tuple[GenerationRequest
     temperature = number(body, "temperature", 0.0, 2.0)
     top_p = number(body, "top_p", 0.0, 1.0)
     top_k = number(body, "top_k", 0, 1_000_000, integer=True)
-    tools, tool_required = apply_tool_choice(chat_tools(body.get("tools")), body.get("tool_choice"))
+    tools = chat_tools(body.get("tools"))
+    callable_tools, tool_required = apply_tool_choice(tools, body.get("tool_choice"))
     request = GenerationRequest(
         model=router.resolve(model),
         requested_model=model,
@@ -230,6 +232,7 @@ def parse_messages_request(body, router: ModelRouter) -> tuple[GenerationRequest
         max_tokens=max_tokens,
         system=system_text(body.get("system")),
         tools=tools,
+        callable_tools=callable_tools,
         tool_required=tool_required,
         enable_thinking=enable_thinking,
         thinking_budget=budget,

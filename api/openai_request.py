@@ -81,20 +81,20 @@ def chat_tools(tools) -> list | None:
 
 
 def openai_tool_choice(tools: list | None, choice) -> tuple[list | None, bool]:
-    """The tools offered and whether the answer must call one: "none" hides them, "required" makes
-    it call one, a named function offers only that one and makes it call it."""
+    """The names of the tools the answer may call (None: any offered) and whether it must call one:
+    "none" lets it call none, "required" makes it call one, a named function makes it call that one.
+    The model sees every tool offered whatever the choice (GenerationRequest.callable_tools)."""
     if choice is None or tools is None or choice == "auto":
-        return tools, False
-    if choice == "none":
         return None, False
+    if choice == "none":
+        return [], False
     if choice == "required":
-        return tools, True
+        return None, True
     name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     require(isinstance(name, str), 'tool_choice: expected "none", "auto", "required" or '
                                    '{type: function, function: {name}}')
-    chosen = [t for t in tools if t["function"]["name"] == name]
-    require(chosen, f"tool_choice.function.name: no tool named {name!r}")
-    return chosen, True
+    require(any(t["function"]["name"] == name for t in tools), f"tool_choice.function.name: no tool named {name!r}")
+    return [name], True
 
 
 def thinking_enabled(body) -> bool:
@@ -121,10 +121,11 @@ def parse_chat_request(body, router: ModelRouter) -> tuple[GenerationRequest, bo
     temperature = number(body, "temperature", 0.0, 2.0)
     top_p = number(body, "top_p", 0.0, 1.0)
     system, messages = chat_messages(body.get("messages"))
-    tools, tool_required = openai_tool_choice(chat_tools(body.get("tools")), body.get("tool_choice"))
+    tools = chat_tools(body.get("tools"))
+    callable_tools, tool_required = openai_tool_choice(tools, body.get("tool_choice"))
     request = GenerationRequest(
         model=router.resolve(model), requested_model=model, messages=messages, max_tokens=max_tokens,
-        system=system, tools=tools, tool_required=tool_required, enable_thinking=thinking_enabled(body),
+        system=system, tools=tools, callable_tools=callable_tools, tool_required=tool_required, enable_thinking=thinking_enabled(body),
         temperature=1.0 if temperature is None else float(temperature),
         top_p=1.0 if top_p is None else float(top_p), stop_sequences=stop,
     )

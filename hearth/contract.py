@@ -149,7 +149,12 @@ class GenerationRequest:
     max_tokens: int
     system: str | None = None
     tools: list | None = None
-    # The answer must call one of `tools` (Anthropic tool_choice any or tool; OpenAI required or a named function).
+    # The names of the tools the answer may call where tool_choice narrows them (Anthropic `none`: [],
+    # `tool`: its one name; OpenAI's "none" and named function likewise); None: any of `tools`. The
+    # template renders every one of `tools` all the same, so that a conversation's prompt, and the
+    # prompt cache's prefix, stay the same whatever a turn's tool_choice.
+    callable_tools: list | None = None
+    # The answer must call one of them (Anthropic tool_choice any or tool; OpenAI required or a named function).
     tool_required: bool = False
     enable_thinking: bool = False
     thinking_budget: int | None = None
@@ -161,6 +166,13 @@ class GenerationRequest:
     stop_sequences: list = field(default_factory=list)
     # hearth/affinity.py: the prompt's prefixes (tools, system, each message), hashed; for routing.
     fingerprints: list = field(default_factory=list)
+
+    def tools_to_call(self) -> list:
+        """The tools the answer may call, in the chat template's shape."""
+        tools = self.tools or []
+        if self.callable_tools is None:
+            return list(tools)
+        return [tool for tool in tools if tool.get("function", tool).get("name") in self.callable_tools]
 
     def to_dict(self) -> dict:
         return asdict(self)

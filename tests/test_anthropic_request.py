@@ -183,18 +183,20 @@ def test_a_broken_alias_file_is_a_clear_error(tmp_path):
         ModelRouter(Settings(aliases_file=str(aliases)))
 
 
-@pytest.mark.parametrize("choice, offered, required", [
+@pytest.mark.parametrize("choice, callable_names, required", [
     (None, ["Bash", "Read"], False), ({"type": "auto"}, ["Bash", "Read"], False),
     ({"type": "any"}, ["Bash", "Read"], True), ({"type": "tool", "name": "Read"}, ["Read"], True),
-    ({"type": "none"}, None, False),
+    ({"type": "none"}, [], False),
 ])
-def test_tool_choice(choice, offered, required):
+def test_tool_choice(choice, callable_names, required):
+    """tool_choice narrows what the answer may call; the model sees every tool, so the prompt stays."""
     body = claude_code_request(tools=claude_code_request()["tools"] + [
         {"name": "Read", "input_schema": {"type": "object"}}])
     if choice is not None:
         body["tool_choice"] = choice
     request, _ = parse(body)
-    assert ([t["function"]["name"] for t in request.tools] if request.tools else None) == offered
+    assert [t["function"]["name"] for t in request.tools] == ["Bash", "Read"]
+    assert [t["function"]["name"] for t in request.tools_to_call()] == callable_names
     assert request.tool_required is required
 
 
@@ -204,11 +206,11 @@ def test_tool_choice_naming_an_unknown_tool_is_rejected():
 
 
 
-@pytest.mark.parametrize("choice, offered, required", [
+@pytest.mark.parametrize("choice, callable_names, required", [
     (None, ["Bash", "Read"], False), ("auto", ["Bash", "Read"], False), ("required", ["Bash", "Read"], True),
-    ({"type": "function", "function": {"name": "Read"}}, ["Read"], True), ("none", None, False),
+    ({"type": "function", "function": {"name": "Read"}}, ["Read"], True), ("none", [], False),
 ])
-def test_openai_tool_choice(choice, offered, required):
+def test_openai_tool_choice(choice, callable_names, required):
     from api.openai_request import parse_chat_request
 
     body = {"model": "main-model", "messages": [{"role": "user", "content": "list"}], "tools": [
@@ -216,7 +218,8 @@ def test_openai_tool_choice(choice, offered, required):
     if choice is not None:
         body["tool_choice"] = choice
     request, _, _ = parse_chat_request(body, ROUTER)
-    assert ([t["function"]["name"] for t in request.tools] if request.tools else None) == offered
+    assert [t["function"]["name"] for t in request.tools] == ["Bash", "Read"]
+    assert [t["function"]["name"] for t in request.tools_to_call()] == callable_names
     assert request.tool_required is required
     body["tool_choice"] = {"type": "function", "function": {"name": "Nope"}}
     with pytest.raises(InvalidRequest, match="tool_choice"):

@@ -124,6 +124,21 @@ def test_offered_no_tools_the_model_writes_no_call(engine, monkeypatch, batchabl
     assert "<tool_call>" not in answered and answered.rpartition("</think>")[2].strip(), answered
 
 
+def test_tool_choice_none_or_one_tool_leaves_the_prompt_as_it_was(engine):
+    """A turn's tool_choice narrows what may be called, not what the model sees: the prompt, and the
+    prompt cache's prefix, are the same; the guide and the sampler hold the answer to the choice."""
+    turn = dict(model="m", requested_model="m", messages=[{"role": "user", "content": "Run ls."}], max_tokens=80,
+                tools=TOOLS, temperature=0.0)
+    choices = {"auto": None, "none": [], "tool": ["Paint"]}
+    requests = {name: GenerationRequest(**turn, callable_tools=names) for name, names in choices.items()}
+    prompts = [engine.render(request).tokens for request in requests.values()]
+    assert prompts[0] == prompts[1] == prompts[2]
+    assert not Sampling.for_request(requests["none"]).may_call_tools
+    assert engine.tool_guide(requests["none"], in_thinking=False) is None
+    assert Sampling.for_request(requests["tool"]).may_call_tools
+    assert [t["function"]["name"] for t in requests["tool"].tools_to_call()] == ["Paint"]
+
+
 def test_a_token_never_drawn_leaves_the_others_their_odds():
     favourite, runner_up, outsider = 0, 1, 2
     logprobs = mx.log(mx.array([[0.9, 0.06, 0.04], [0.9, 0.04, 0.06]]))  # a batch of two, one call

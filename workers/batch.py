@@ -60,15 +60,15 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
-    # False: the request offers no tools, and `<tool_call>` is never drawn. Anthropic's model cannot
-    # call a tool nobody offered; a small one left free writes a call anyway (the bundled model
-    # answers "Run ls." with a call to a tool it was trained with).
+    # False: the request offers no tools (or its tool_choice lets it call none), and `<tool_call>` is
+    # never drawn. Anthropic's model cannot call a tool nobody offered; a small one left free writes a
+    # call anyway (the bundled model answers "Run ls." with a call to a tool it was trained with).
     may_call_tools: bool = True
 
     @classmethod
     def for_request(cls, request) -> "Sampling":
         """How a GenerationRequest's tokens are drawn."""
-        return cls(request.temperature, request.top_p, request.top_k, may_call_tools=bool(request.tools))
+        return cls(request.temperature, request.top_p, request.top_k, may_call_tools=bool(request.tools_to_call()))
 
 
 @lru_cache(maxsize=64)

@@ -117,7 +117,7 @@ class Engine:
         """A logits processor holding this request's tool calls to its tools' grammar, or None."""
         if self.tool_guides is None:
             return None
-        return self.tool_guides.guide(request.tools, in_thinking, must_call=request.tool_required,
+        return self.tool_guides.guide(request.tools_to_call(), in_thinking, must_call=request.tool_required,
                                       may_think=request.enable_thinking)
 
     def save_cache(self):

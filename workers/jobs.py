@@ -86,7 +86,7 @@ class MessageJob:
         self._since = time.perf_counter()
         # When the worker took the job and admitted it (unix seconds), for the `started` event.
         self.timing: dict = {}
-        self._offered = {tool.get("function", tool).get("name") for tool in request.tools or []}
+        self._offered = {tool.get("function", tool).get("name") for tool in request.tools_to_call()}
         self._budget = self._thinking_budget()  # once: on_output runs for every token
 
     def _begin(self) -> Progress:
@@ -95,7 +95,7 @@ class MessageJob:
         if window and len(prompt.tokens) >= window:
             raise PromptTooLong(f"prompt is {len(prompt.tokens)} tokens; the model's context window is {window}")
         parser = StreamParser(in_thinking=prompt.opens_in_thinking, thinking_enabled=self.request.enable_thinking,
-                              tool_format=self.engine.tool_format, tools=self.request.tools)
+                              tool_format=self.engine.tool_format, tools=self.request.tools_to_call())
         return Progress(context=list(prompt.tokens), prompt_tokens=len(prompt.tokens),
                         static_tokens=prompt.static_tokens, parser=parser,
                         stops=StopSequenceMatcher(self.request.stop_sequences),

@@ -131,6 +131,17 @@ def test_offered_no_tools_a_request_to_act_is_answered_in_text(sdk, thinking):
             assert message.stop_reason == "end_turn"
 
 
+def test_a_turn_with_tool_choice_none_reads_the_tools_from_the_prompt_cache(sdk):
+    """The model sees the tools whatever tool_choice says, so the turn's prompt starts as the last one's."""
+    turn = dict(model=MAIN, max_tokens=20, extra_body=GREEDY, tools=TOOLS,
+                messages=[{"role": "user", "content": "What can you do with tool_choice none?"}])
+    first = sdk.messages.create(**turn)
+    none = sdk.messages.create(**turn, tool_choice={"type": "none"})
+    assert [b.type for b in none.content] == ["text"] and none.stop_reason in ("end_turn", "max_tokens")
+    prompt = first.usage.input_tokens + first.usage.cache_read_input_tokens
+    assert none.usage.cache_read_input_tokens >= prompt - 8, (first.usage, none.usage)
+
+
 def test_openai_tool_choice_none_is_answered_in_text(hearth):
     import openai
 
