@@ -125,7 +125,8 @@ def parse_chat_request(body, router: ModelRouter) -> tuple[GenerationRequest, bo
     callable_tools, tool_required = openai_tool_choice(tools, body.get("tool_choice"))
     request = GenerationRequest(
         model=router.resolve(model), requested_model=model, messages=messages, max_tokens=max_tokens,
-        system=system, tools=tools, callable_tools=callable_tools, tool_required=tool_required, enable_thinking=thinking_enabled(body),
+        system=system, tools=tools, callable_tools=callable_tools, tool_required=tool_required,
+        enable_thinking=thinking_enabled(body),
         temperature=1.0 if temperature is None else float(temperature),
         top_p=1.0 if top_p is None else float(top_p), stop_sequences=stop,
     )
