@@ -41,8 +41,8 @@ from api.anthropic_request import chat_messages, chat_tools, parse_messages_requ
 from api.models import ModelRouter  # noqa: E402
 from claude_code_trace import claude_code_trace, stable_conversation  # noqa: E402
 from hearth.settings import BUNDLED_MODEL, Settings  # noqa: E402
-from workers.batch import Sampling  # noqa: E402
 from workers.engine import Engine  # noqa: E402
+from workers.sampling import Sampling  # noqa: E402
 
 
 class HearthRunner:

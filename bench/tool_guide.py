@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.anthropic_request import chat_tools  # noqa: E402
 from scripts.build_babbler import build_babbler  # noqa: E402
-from workers.batch import Sampling  # noqa: E402
 from workers.engine import Engine  # noqa: E402
+from workers.sampling import Sampling  # noqa: E402
 from workers.tool_guide import ToolGuides  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -51,8 +51,8 @@ import tiny_model_data
 from api.anthropic_request import chat_messages
 from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event, GenerationRequest
 from hearth.message import MessageAssembler
-from workers.batch import Sampling
 from workers.engine import Engine
+from workers.sampling import Sampling
 from workers.stream_parser import BlockDelta, BlockStart, StreamParser
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "hearth-tiny"

@@ -3,8 +3,8 @@
 import mlx.core as mx
 import pytest
 
-from workers.batch import Sampling
 from workers.engine import Engine
+from workers.sampling import Sampling
 
 
 @pytest.fixture(scope="module")

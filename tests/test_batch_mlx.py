@@ -4,8 +4,8 @@ from mlx_lm import stream_generate
 import pytest
 
 from hearth.settings import BUNDLED_MODEL
-from workers.batch import Sampling
 from workers.engine import Engine
+from workers.sampling import Sampling
 
 GREEDY = Sampling(temperature=0.0)
 

@@ -164,7 +164,7 @@ def test_untrimmable_caches_reuse_a_snapshot_at_the_end_of_system_and_tools():
     from mlx_lm.models.cache import KVCache
 
     from hearth.contract import GenerationRequest
-    from workers.batch import Sampling
+    from workers.sampling import Sampling
     from workers.engine import Engine
 
     class UntrimmableKVCache(KVCache):  # stands in for rotating or state-space caches

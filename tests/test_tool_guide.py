@@ -15,8 +15,8 @@ import pytest
 
 from hearth.contract import GenerationRequest
 from hearth.settings import BUNDLED_MODEL
-from workers.batch import Sampling, never_drawing, sampler_for
 from workers.engine import Engine
+from workers.sampling import Sampling, never_drawing, sampler_for
 from workers.stream_parser import BlockStart, StreamParser
 
 # Bounded values only (an enum, an integer): even noise must close them within a few tokens.

@@ -16,8 +16,8 @@ needs around it:
 - tokens pushed into a running sequence (the end of thinking forced by a
   budget): its cache is taken out and put back with those tokens to prefill;
 - a sequence's tool-call guide (workers/tool_guide.py), as its logits processor,
-  shown each of its tokens as it comes out; a sequence offered no tools never
-  draws `<tool_call>` (its sampler's doing: see `sampler_for`);
+  shown each of its tokens as it comes out; its sampler one that the
+  sequences sampling alike share (workers/sampling.py);
 - an end of turn straight after its thinking taken back: the sequence goes on
   with the model's answer guard (workers/answer_guard.py), so it says something.
 
@@ -26,15 +26,14 @@ Sequences are named by the caller's keys; text is the caller's business.
 
 from collections import deque
 from dataclasses import dataclass, field
-from functools import lru_cache
 import logging
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import make_prompt_cache
-from mlx_lm.sample_utils import make_sampler
 
 from cache.block_index import common_prefix_length
+from workers.sampling import Sampling, sampler_for
 
 log = logging.getLogger(__name__)
 
@@ -53,53 +52,6 @@ class Output:
     finish: str | None = None
     # On a sequence's first output: how many prompt tokens came from the prompt cache.
     reused: int | None = None
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    # False: the request offers no tools (or its tool_choice lets it call none), and `<tool_call>` is
-    # never drawn. Anthropic's model cannot call a tool nobody offered; a small one left free writes a
-    # call anyway (the bundled model answers "Run ls." with a call to a tool it was trained with).
-    may_call_tools: bool = True
-
-    @classmethod
-    def for_request(cls, request) -> "Sampling":
-        """How a GenerationRequest's tokens are drawn."""
-        return cls(request.temperature, request.top_p, request.top_k, may_call_tools=bool(request.tools_to_call()))
-
-
-@lru_cache(maxsize=64)
-def sampler_for(sampling: Sampling, tool_call_token: int | None):
-    """mlx-lm's sampler for `sampling`, one for all the sequences that sample alike.
-
-    mlx-lm samples a batch whose sequences share one sampler in a single call
-    (else row by row), and runs logits processors row by row: so `<tool_call>`
-    is masked here, once for the batch, and not by a processor of each sequence's.
-    """
-    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
-    if sampling.may_call_tools or tool_call_token is None:
-        return sampler
-    return never_drawing(sampler, tool_call_token)
-
-
-def never_drawing(sampler, token: int):
-    """`sampler`, with `token` never drawn.
-
-    Its probability goes to the others' in proportion: mlx-lm's draw and its top-p
-    both measure against the mass present, so the log-probabilities need no renormalizing.
-    """
-    masks = {}  # by width
-
-    def sample(logprobs: mx.array) -> mx.array:
-        width = logprobs.shape[-1]
-        if width not in masks:
-            masks[width] = mx.arange(width) == token
-        return sampler(mx.where(masks[width], mx.array(-mx.inf, dtype=logprobs.dtype), logprobs))
-
-    return sample
 
 
 @dataclass(eq=False)

@@ -30,7 +30,7 @@ from hearth.contract import QUEUE_INTERACTIVE, GenerationRequest, priority_of
 from hearth.metrics import JobMeter, Tally
 from hearth.models import model_key
 from workers import suspension
-from workers.batch import Sampling
+from workers.sampling import Sampling
 from workers.jobs import Done, JobCancelled, MessageJob, Segment, settle
 from workers.publisher import COALESCE_SECONDS, EventPublisher, flush
 from workers.suspension import JobSuspended

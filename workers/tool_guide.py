@@ -10,7 +10,7 @@ still its own choice, unless the request makes it call one (Anthropic's
 `tool_choice` any or tool, OpenAI's required or a named function): then its
 answer, once its thinking is done, opens with `<tool_call>` (after a little
 whitespace, if it likes). A request that offers no tools has no guide: its
-sampler never draws `<tool_call>` (workers/batch.py's `sampler_for`).
+sampler never draws `<tool_call>` (workers/sampling.py).
 
 A ToolCallGuide is an mlx-lm logits processor, one per sequence. mlx-lm
 samples a step's token while the next step is being built, and reading it
