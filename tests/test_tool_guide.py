@@ -1,5 +1,5 @@
 """Tool calls held to their grammar while decoding (workers/tool_guide.py), in both kinds of batch;
-none at all when no tools are offered (workers/batch.py's samplers).
+none at all when no tools are offered (workers/sampling.py).
 
 The babbler (the bundled model's shape, random weights) writes noise: left
 alone after `<tool_call>` it never writes a call. Guided, whatever it samples

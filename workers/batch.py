@@ -16,8 +16,8 @@ needs around it:
 - tokens pushed into a running sequence (the end of thinking forced by a
   budget): its cache is taken out and put back with those tokens to prefill;
 - a sequence's tool-call guide (workers/tool_guide.py), as its logits processor,
-  shown each of its tokens as it comes out; its sampler one that the
-  sequences sampling alike share (workers/sampling.py);
+  shown each of its tokens as it comes out;
+- a sampler shared by the sequences that sample alike (workers/sampling.py);
 - an end of turn straight after its thinking taken back: the sequence goes on
   with the model's answer guard (workers/answer_guard.py), so it says something.
 
