@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import re
 import secrets
 
-from workers.tool_calls import TOOL_CALL_PARSERS, ToolCallError  # noqa: F401 - re-exported
+from workers.tool_calls import ToolCallError, tool_call_parser
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
@@ -189,7 +189,7 @@ class StreamParser:
         elif tag == TOOL_OPEN:
             # The text block stays open: a call that does not parse goes on in it, as text.
             self._mode, self._call_text, self._call_block = "tool_call", "", False
-            self._call = TOOL_CALL_PARSERS[self._tool_format](self._tools)
+            self._call = tool_call_parser(self._tool_format, self._tools)
         # Otherwise a stray <think>, </think> or </tool_call> outside code: the model's markup, dropped.
 
     def _feed_call(self, text: str):

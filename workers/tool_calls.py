@@ -6,11 +6,12 @@ object. `close()` runs when the call's text is all in and raises
 ToolCallError for a call that does not parse (the stream parser then
 returns it as text).
 
-A request that offers no tools (`tools` empty) gets no call: whatever the
-model writes after `<tool_call>` does not parse. A client that offered none
-has no tool loop to run one. A call to some other tool than those offered is
-still a call (the job logs it): the client answers it with an error (Claude
-Code: "No such tool available"), and the model can try again.
+A request that offers no tools gets no call: `tool_call_parser` gives it
+NoCall, whatever the model writes after `<tool_call>` does not parse, and a
+client with no tool loop never sees a tool_use. A call to some other tool
+than those offered is still a call (the job logs it): the client answers it
+with an error (Claude Code: "No such tool available"), and the model can try
+again.
 
 `cut()` runs instead when a token cap ended the output inside the call: its
 arguments as far as they went, left unclosed, as Anthropic's API streams a
@@ -40,13 +41,8 @@ class ToolCallError(ValueError):
     """The model wrote a tool call that does not parse."""
 
 
-def _no_tools(text: str) -> ToolCallError:
-    return ToolCallError(f"a tool call, but the request offers no tools: {text[:200]!r}")
-
-
 class JsonToolCall:
     def __init__(self, tools=None):
-        self._offered = bool(tools)
         self._buffer = ""
 
     def feed(self, text: str) -> list:
@@ -63,8 +59,6 @@ class JsonToolCall:
             raise ToolCallError(f"unparseable tool call: {self._buffer[:200]!r}") from exc
         if not isinstance(name, str) or not name or not isinstance(arguments, dict):
             raise ToolCallError(f"tool call without a name or an arguments object: {self._buffer[:200]!r}")
-        if not self._offered:
-            raise _no_tools(self._buffer)
         return [("start", name), ("args", json.dumps(arguments))]
 
     def cut(self) -> list:
@@ -77,8 +71,6 @@ class JsonToolCall:
         # The template's (and the guide's) order: the name, then the arguments, which may not have begun.
         if head is None or not (after.startswith(_ARGUMENTS_KEY) or _ARGUMENTS_KEY.startswith(after)):
             raise ToolCallError(f"tool call cut before its name: {self._buffer[:200]!r}")
-        if not self._offered:
-            raise _no_tools(self._buffer)
         return [("start", json.loads(head["name"])), ("args", after[len(_ARGUMENTS_KEY):] or "{")]
 
 
@@ -92,7 +84,7 @@ class XmlToolCall:
     def __init__(self, tools=None):
         self._tools = tools
         self._buffer = ""
-        self._name = None  # once its function is known (never, when no tools are offered)
+        self._name = None
         self._sent_keys = []
 
     def feed(self, text: str) -> list:
@@ -100,8 +92,8 @@ class XmlToolCall:
         out = []
         if self._name is None:
             head = _FUNCTION.match(self._buffer)
-            if head is None or not self._tools:
-                return out  # not yet a call, or never one: close() says so
+            if head is None:
+                return out
             self._name = head.group(1)
             out.append(("start", self._name))
         return out + self._new_parameters(self._complete_parameters())
@@ -109,7 +101,7 @@ class XmlToolCall:
     def close(self) -> list:
         """Never raises once the call's block has started: what was sent closes into an object."""
         if self._name is None:
-            raise self._no_call()
+            raise ToolCallError(f"unparseable tool call: {self._buffer[:200]!r}")
         body = self._buffer.rstrip()
         if not body.endswith("</function>"):
             body += "</function>"
@@ -121,15 +113,10 @@ class XmlToolCall:
 
     def cut(self) -> list:
         if self._name is None:
-            raise self._no_call()
+            raise ToolCallError(f"tool call cut before its function: {self._buffer[:200]!r}")
         if "</function>" in self._buffer:
             return self.close()  # whole, but for its `</tool_call>`
         return [] if self._sent_keys else [("args", "{")]  # the parameters already sent, unclosed
-
-    def _no_call(self) -> ToolCallError:
-        if not self._tools:
-            return _no_tools(self._buffer)
-        return ToolCallError(f"tool call without a function: {self._buffer[:200]!r}")
 
     def _complete_parameters(self) -> dict:
         end = self._buffer.rfind("</parameter>")
@@ -157,7 +144,28 @@ class XmlToolCall:
         return out
 
 
+class NoCall:
+    """The body of a `<tool_call>` in a request that offers no tools: held, and never a call."""
+
+    def __init__(self):
+        self._buffer = ""
+
+    def feed(self, text: str) -> list:
+        self._buffer += text
+        return []
+
+    def close(self) -> list:
+        raise ToolCallError(f"a tool call, but the request offers no tools: {self._buffer[:200]!r}")
+
+    cut = close
+
+
 TOOL_CALL_PARSERS = {"json": JsonToolCall, "xml": XmlToolCall}
+
+
+def tool_call_parser(tool_format: str, tools):
+    """The parser for one call's body: the model's format, or NoCall when no tools are offered."""
+    return TOOL_CALL_PARSERS[tool_format](tools) if tools else NoCall()
 
 
 def tool_format_of(chat_template) -> str:
