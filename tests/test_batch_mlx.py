@@ -134,6 +134,45 @@ def test_prompts_sharing_a_prefix_arriving_together_prefill_it_once(engine):
     assert tokens_of(outputs["main"]) == alone(engine, first, 20)
 
 
+@pytest.mark.parametrize("arrives", [1, 6], ids=["before the long prefill passes their prefix", "after"])
+def test_a_prompt_sharing_the_start_of_a_long_prefill_waits_only_for_that_start(engine, arrives):
+    """Claude Code's side requests share its tools, not its conversation: behind a long cold prompt
+    they must not wait for all of it."""
+    fresh_engine_cache(engine)
+    batch = engine.batch(8, 128)
+    tools = prompt(engine, "Run a shell command and return its output. ", 400)
+    long = tools + prompt(engine, "A long file that the main agent reads. ", 2400)
+    short = tools + prompt(engine, "You are a subagent that lists files. ", 30)
+    # Another prompt prefilling beside the long one: the prefix is taken from a batch of several rows.
+    arrivals = {"long": (0, long), "other": (0, prompt(engine, "An unrelated request. ", 700)),
+                "short": (arrives, short)}
+    steps = {}
+    with batch._generator.stats() as stats:
+        outputs = run(batch, arrivals, 10, steps)
+    long_prefilled_at = max(step for step, o in zip(steps["long"], outputs["long"]) if o.prefilled)
+    assert max(steps["short"]) < long_prefilled_at, "the short prompt waited for the whole long prefill"
+    shared_blocks = len(tools) // 128 * 128
+    assert outputs["short"][0].reused >= shared_blocks
+    assert stats.prompt_tokens <= len(long) + 700 + len(short) - shared_blocks + 3
+    for key, (_, tokens) in arrivals.items():
+        assert tokens_of(outputs[key]) == alone(engine, tokens, 10), key
+
+
+def test_a_waiting_prompt_taken_out_is_forgotten_and_its_leader_goes_on(engine):
+    fresh_engine_cache(engine)
+    batch = engine.batch(8, 128)
+    tools = prompt(engine, "Run a shell command and return its output. ", 400)
+    long = tools + prompt(engine, "A long file that the main agent reads. ", 1200)
+    batch.add("long", long, GREEDY, 5)
+    batch.add("short", tools + prompt(engine, "You are a subagent. ", 30), GREEDY, 5)
+    batch.remove("short")  # cancelled while it waits: it has no K/V yet
+    outputs = []
+    while len(batch):
+        outputs += batch.step()
+    assert {o.key for o in outputs} == {"long"}
+    assert tokens_of(outputs) == alone(engine, long, 5)
+
+
 @pytest.mark.parametrize("batchable", [True, False], ids=["batch", "one at a time"])
 def test_tokens_pushed_into_a_running_sequence_continue_it_exactly(babbler, monkeypatch, batchable):
     engine = babbler

@@ -9,8 +9,9 @@ needs around it:
 - its prompt's longest cached prefix on the way in, its K/V back into the
   prompt cache on the way out;
 - a prompt that shares a long prefix with one still being prefilled (Claude
-  Code's subagents share ~16K tokens of tools) waits for that prefill and
-  takes the prefix from the cache, instead of computing it a second time;
+  Code's subagents share ~16K tokens of tools) waits until that prefill has
+  passed the shared part, not for all of it, and takes the part from the
+  cache instead of computing it a second time;
 - prompts prefilling together share one chunk a step, so running streams wait
   about one chunk a token however many prompts arrive;
 - tokens pushed into a running sequence (the end of thinking forced by a
@@ -65,7 +66,9 @@ class _Sequence:
     lease: object = None
     reused: int | None = None  # reported with the first output
     prefilling: bool = True
+    prefilled: int = 0  # while prefilling: the prompt tokens its K/V holds, the cached ones included
     waiters: list = field(default_factory=list)  # sequences waiting for this prompt's prefix
+    awaited: int = 0  # while waiting: the tokens of the other prompt's prefix it waits for
     guide: object = None  # workers/tool_guide.ToolCallGuide, or None
     guarded: bool = False  # it ended on its thinking once: the answer guard holds it from then on
     generated: int = 0  # tokens generated since it was last inserted (of its max_tokens)
@@ -142,12 +145,14 @@ class ModelBatch(_Sequences):
         """Start a sequence from its prompt `tokens`, generating at most `max_tokens` (held to `guide`'s
         grammar in its tool calls, if given)."""
         sequence = self._new(key, tokens, sampling, max_tokens, static_tokens, guide)
-        provider = self._prefilling_prefix_of(sequence.tokens)
-        if provider is not None:
-            log.info("sequence %s waits for the prefill of %s, whose prompt shares its prefix", key, provider.key)
-            provider.waiters.append(sequence)
-        else:
+        leader, sequence.awaited = self._prefilling_prefix_of(sequence.tokens)
+        if leader is None:
             self._start(sequence)
+            return
+        log.info("sequence %s waits for the prefill of %s to pass the %d tokens their prompts share",
+                 key, leader.key, sequence.awaited)
+        leader.waiters.append(sequence)
+        self._release_waiters(leader)  # its prefill may be past them already
 
     def extend(self, key: str, tokens: list, max_tokens: int):
         """Continue a running sequence with `tokens` pushed into its context: prefill them, then generate."""
@@ -178,12 +183,13 @@ class ModelBatch(_Sequences):
             sequence = self._sequences[self._keys[response.uid]]
             processed, total = response.progress
             before = len(sequence.tokens) - total  # cached, or computed before an extend
+            sequence.prefilled = before + processed
             if response.end_of_prompt:
                 sequence.prefilling = False
-                self._release_waiters(sequence)
-            elif response.end_of_segment and sequence.static_tokens == before + processed:
+            elif response.end_of_segment and sequence.static_tokens == sequence.prefilled:
                 self._snapshot(sequence)
-            outputs.append(self._first(sequence, Output(sequence.key, prefilled=(before + processed, before + total))))
+            self._release_waiters(sequence)
+            outputs.append(self._first(sequence, Output(sequence.key, prefilled=(sequence.prefilled, before + total))))
         for response in generation_responses:
             key = self._keys[response.uid]
             sequence = self._sequences[key]
@@ -230,7 +236,7 @@ class ModelBatch(_Sequences):
         lease = self.prompt_cache.lookup(sequence.tokens)
         log.info("cache hit: reused %d of %d tokens (%.0f%%)", lease.reused, len(sequence.tokens),
                  100.0 * lease.reused / max(len(sequence.tokens), 1))
-        sequence.lease, sequence.reused = lease, lease.reused
+        sequence.lease, sequence.reused, sequence.prefilled = lease, lease.reused, lease.reused
         tokens = sequence.tokens
         segments = [tokens[lease.reused:]]
         if not self.prompt_cache.blockwise and sequence.static_tokens > lease.reused + 1:
@@ -255,33 +261,35 @@ class ModelBatch(_Sequences):
         output.reused, sequence.reused = sequence.reused, None
         return output
 
-    def _prefilling_prefix_of(self, tokens: list) -> _Sequence | None:
-        """A sequence still prefilling a prompt that shares at least a cache block more of `tokens` than the cache holds."""
+    def _prefilling_prefix_of(self, tokens: list) -> tuple[_Sequence | None, int]:
+        """The sequence still prefilling a prompt that shares the most whole cache blocks of `tokens`, and
+        the tokens in those blocks; (None, 0) unless that is at least a block more than the cache holds."""
         if not self.prompt_cache.blockwise:
-            return None
+            return None, 0
         block = self.prompt_cache.index.block_size
-        cached = None
-        for other in self._sequences.values():
-            if other.uid is None or not other.prefilling:
-                continue
-            shared = common_prefix_length(other.tokens, tokens)
-            if shared < block:
-                continue
-            if cached is None:
-                cached = self.prompt_cache.cached_length(tokens)
-            if shared - cached >= block:
-                return other
-        return None
+        shared = {other: common_prefix_length(other.tokens, tokens) // block * block
+                  for other in self._sequences.values() if other.uid is not None and other.prefilling}
+        leader = max(shared, key=shared.get, default=None)
+        if leader is None or shared[leader] < self.prompt_cache.cached_length(tokens) + block:
+            return None, 0
+        return leader, shared[leader]
 
     def _release_waiters(self, sequence: _Sequence):
-        """The prompt they wait for is prefilled (or abandoned): index it, then start them from the cache."""
-        if not sequence.waiters:
+        """Start those whose shared prefix this sequence's K/V now holds (all of them once it is prefilled
+        or gone) from the cache, that prefix indexed first.
+
+        A waiter needs only the part it shares: behind a long cold prompt, a request sharing just its
+        tools would otherwise wait for the whole prefill (minutes, at 50K tokens).
+        """
+        done = not sequence.prefilling or sequence.key not in self._sequences
+        ready = [w for w in sequence.waiters if done or w.awaited <= sequence.prefilled]
+        if not ready:
             return
         if sequence.key in self._sequences and sequence.uid is not None:
             [(kv, context)] = self._generator.extract_cache([sequence.uid]).values()
             self.prompt_cache.add(list(context), kv)
-        waiters, sequence.waiters = sequence.waiters, []
-        for waiter in waiters:
+        sequence.waiters = [w for w in sequence.waiters if w not in ready]
+        for waiter in ready:
             self._start(waiter)
 
     def _forget_waiter(self, waiter: _Sequence):
