@@ -63,10 +63,12 @@ def content_of(line: str) -> str:
 
 
 async def chat_stream(client: httpx.AsyncClient, base_url: str, model: str, prompt: str, tokens: int,
-                      on_token=None) -> dict:
+                      on_token=None, system: str | None = None) -> dict:
     """One streamed chat completion: send time, and the arrival time of every content chunk."""
-    body = {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True,
-            "messages": [{"role": "user", "content": prompt}]}
+    messages = [{"role": "user", "content": prompt}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    body = {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True, "messages": messages}
     sent, arrivals = time.perf_counter(), []
     async with client.stream("POST", base_url + "/v1/chat/completions", json=body) as response:
         response.raise_for_status()

@@ -30,10 +30,10 @@ class InProcess:
         ids = self.engine.encode(salt + (" " + words) * (tokens // max(len(self.engine.encode(words)), 1) + 2))
         return self.engine.tokenizer.decode(ids[:tokens - 10])
 
-    def tokens(self, prompt: str) -> list:
+    def tokens(self, prompt: str, system: str | None = None) -> list:
         from hearth.contract import GenerationRequest
 
-        request = GenerationRequest(model="b", requested_model="b", max_tokens=1,
+        request = GenerationRequest(model="b", requested_model="b", max_tokens=1, system=system,
                                     messages=[{"role": "user", "content": prompt}])
         return self.engine.render(request).tokens
 
