@@ -18,6 +18,7 @@ from hearth.contract import (
     events_key,
 )
 from tests.conftest import MODEL, ScriptedEngine, read_log
+from workers.scheduler import FLAG_READ_SECONDS
 
 # The tool the scripted calls below name: a request that offers none gets no call.
 BASH = [{"type": "function", "function": {"name": "Bash", "parameters": {
@@ -117,9 +118,12 @@ def test_cancel_of_a_running_job_stops_it_within_a_step(redis, jobs, make_worker
             cancels.append(jobs.cancel(job_id))
 
     jobs.enqueue(job_id, request(enable_thinking=False))
-    engine = ScriptedEngine(long_answer, on_step=cancel_at_step_five)
+    # The worker reads the flags every FLAG_READ_SECONDS, not every step: scripted steps of a millisecond
+    # or two let several through between two reads (once five), so these last longer than that.
+    engine = ScriptedEngine(long_answer, on_step=cancel_at_step_five, delay=FLAG_READ_SECONDS * 1.5)
     worker = make_worker(engine)
     worker.work(burst=True)
+    engine.delay = 0.0
     next_id = jobs.new_job_id()
     jobs.enqueue(next_id, request())
     worker.work(burst=True)
