@@ -25,12 +25,11 @@ needs around it:
 Sequences are named by the caller's keys; text is the caller's business.
 """
 
-from collections import deque
 from dataclasses import dataclass, field
 import logging
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator, generate_step
+from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import make_prompt_cache
 
 from cache.block_index import common_prefix_length
@@ -56,7 +55,9 @@ class Output:
 
 
 @dataclass(eq=False)
-class _Sequence:
+class Sequence:
+    """One sequence's state, in either kind of batch."""
+
     key: str
     tokens: list  # the whole context: prompt, then what was generated or forced
     max_tokens: int
@@ -88,14 +89,14 @@ def kv_bytes_per_token(model) -> int:
     return max(sum(layer.nbytes for layer in kv) // positions, 1)
 
 
-class _Sequences:
+class Sequences:
     """What both kinds of batch keep: their sequences by key, the prompt cache, a token's K/V size."""
 
     def __init__(self, engine, prompt_cache=None):
         self.engine = engine
         self.prompt_cache = engine.prompt_cache if prompt_cache is None else prompt_cache
         self._bytes_per_token = kv_bytes_per_token(engine.model)
-        self._sequences: dict[str, _Sequence] = {}
+        self._sequences: dict[str, Sequence] = {}
 
     def __len__(self):
         return len(self._sequences)
@@ -104,16 +105,22 @@ class _Sequences:
         return key in self._sequences
 
     def _new(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int,
-             guide) -> _Sequence:
+             guide) -> Sequence:
         sampler = sampler_for(sampling, self.engine.tool_call_token)
-        self._sequences[key] = _Sequence(key, list(tokens), max_tokens, sampler, static_tokens, guide=guide)
+        self._sequences[key] = Sequence(key, list(tokens), max_tokens, sampler, static_tokens, guide=guide)
         return self._sequences[key]
 
-    def _processors(self, sequence: _Sequence) -> list:
+    @staticmethod
+    def _first(sequence: Sequence, output: Output) -> Output:
+        """`output`, carrying how much of the prompt the cache gave if it is the sequence's first."""
+        output.reused, sequence.reused = sequence.reused, None
+        return output
+
+    def _processors(self, sequence: Sequence) -> list:
         answer_guard = self.engine.answer_guard if sequence.guarded else None
         return [p for p in (answer_guard, sequence.guide) if p is not None]
 
-    def _ends_unanswered(self, sequence: _Sequence) -> bool:
+    def _ends_unanswered(self, sequence: Sequence) -> bool:
         """An end of turn with nothing said after the thinking, the first time: to be taken back."""
         guard = self.engine.answer_guard
         if guard is None or sequence.guarded or not guard.unanswered(sequence.tokens):
@@ -127,7 +134,7 @@ class _Sequences:
         return True
 
 
-class ModelBatch(_Sequences):
+class ModelBatch(Sequences):
     def __init__(self, engine, max_sequences: int, prefill_chunk: int, prompt_cache=None):
         super().__init__(engine, prompt_cache)
         self._generator = BatchGenerator(
@@ -232,7 +239,7 @@ class ModelBatch(_Sequences):
         longest = max((len(s.tokens) for s in self._sequences.values()), default=0)
         return self._bytes_per_token * (len(self) + 1) * max(longest, tokens)
 
-    def _start(self, sequence: _Sequence):
+    def _start(self, sequence: Sequence):
         lease = self.prompt_cache.lookup(sequence.tokens)
         log.info("cache hit: reused %d of %d tokens (%.0f%%)", lease.reused, len(sequence.tokens),
                  100.0 * lease.reused / max(len(sequence.tokens), 1))
@@ -256,12 +263,7 @@ class ModelBatch(_Sequences):
         kv, context = self._generator.remove([sequence.uid], return_prompt_caches=True)[sequence.uid]
         return kv, list(context)
 
-    @staticmethod
-    def _first(sequence: _Sequence, output: Output) -> Output:
-        output.reused, sequence.reused = sequence.reused, None
-        return output
-
-    def _prefilling_prefix_of(self, tokens: list) -> tuple[_Sequence | None, int]:
+    def _prefilling_prefix_of(self, tokens: list) -> tuple[Sequence | None, int]:
         """The sequence still prefilling a prompt that shares the most whole cache blocks of `tokens`, and
         the tokens in those blocks; (None, 0) unless that is at least a block more than the cache holds."""
         if not self.prompt_cache.blockwise:
@@ -274,7 +276,7 @@ class ModelBatch(_Sequences):
             return None, 0
         return leader, shared[leader]
 
-    def _release_waiters(self, sequence: _Sequence):
+    def _release_waiters(self, sequence: Sequence):
         """Start those whose shared prefix this sequence's K/V now holds (all of them once it is prefilled
         or gone) from the cache, that prefix indexed first.
 
@@ -292,7 +294,7 @@ class ModelBatch(_Sequences):
         for waiter in ready:
             self._start(waiter)
 
-    def _forget_waiter(self, waiter: _Sequence):
+    def _forget_waiter(self, waiter: Sequence):
         for sequence in self._sequences.values():
             if waiter in sequence.waiters:
                 sequence.waiters.remove(waiter)
@@ -301,102 +303,3 @@ class ModelBatch(_Sequences):
     def _snapshot(self, sequence):
         [(kv, context)] = self._generator.extract_cache([sequence.uid]).values()
         self.prompt_cache.snapshot(list(context), kv)
-
-
-class SoloBatch(_Sequences):
-    """For a model whose cache layers cannot merge into a batch (mlx-lm's server cannot batch those either).
-
-    The same interface as ModelBatch, one sequence at a time: the others wait
-    their turn (the worker logs it once), while other models' batches keep
-    stepping beside it. Prompts are still prefilled a chunk per step, then
-    mlx-lm's generate_step decodes.
-    """
-
-    def __init__(self, engine, prefill_chunk: int, prompt_cache=None):
-        super().__init__(engine, prompt_cache)
-        self._chunk = prefill_chunk
-        self._eos = set(engine.tokenizer.eos_token_ids)
-        self._order: deque = deque()  # keys, the decoding one first
-        self._current = None  # (sequence, its K/V, tokens left to prefill, generator)
-
-    def add(self, key: str, tokens: list, sampling: Sampling, max_tokens: int, static_tokens: int = 0,
-            guide=None):
-        self._new(key, tokens, sampling, max_tokens, static_tokens, guide)
-        self._order.append(key)
-        if len(self._order) > 1:
-            log.info("sequence %s waits: model %s decodes one sequence at a time", key, self.engine.name)
-
-    def extend(self, key: str, tokens: list, max_tokens: int):
-        sequence, kv, _, _ = self._current
-        sequence.tokens += list(tokens)
-        sequence.max_tokens, sequence.generated, sequence.prefilling = max_tokens, 0, True
-        if sequence.guide is not None:
-            sequence.guide.inserted(tokens)
-        self._current = (sequence, kv, list(tokens), None)
-
-    def remove(self, key: str):
-        sequence = self._sequences.pop(key)
-        self._order.remove(key)
-        if self._current and self._current[0] is sequence:
-            kv = self._current[1]
-            self._current = None
-            self.prompt_cache.store(sequence.lease, sequence.tokens, kv)
-
-    def step(self) -> list[Output]:
-        if not self._order:
-            return []
-        if self._current is None:
-            self._current = self._begin(self._sequences[self._order[0]])
-        sequence, kv, pending, generator = self._current
-        if len(pending) > 1:
-            chunk, pending = pending[:min(self._chunk, len(pending) - 1)], pending[min(self._chunk, len(pending) - 1):]
-            self.engine.model(mx.array(chunk)[None], cache=kv)
-            mx.eval([layer.state for layer in kv])
-            self._current = (sequence, kv, pending, generator)
-            done = len(sequence.tokens) - len(pending)
-            return [ModelBatch._first(sequence, Output(sequence.key, prefilled=(done, len(sequence.tokens))))]
-        outputs = []
-        if generator is None:
-            generator = generate_step(mx.array(pending), self.engine.model, prompt_cache=kv,
-                                      sampler=sequence.sampler, max_tokens=sequence.max_tokens,
-                                      logits_processors=self._seeing_all(sequence, pending))
-            sequence.prefilling = False
-            outputs.append(ModelBatch._first(sequence, Output(sequence.key, prefilled=(len(sequence.tokens),) * 2)))
-        token, _ = next(generator)
-        if sequence.guide is not None:
-            sequence.guide.observe(token)
-        sequence.generated += 1
-        finish = "stop" if token in self._eos else "length" if sequence.generated >= sequence.max_tokens else None
-        if finish == "stop" and self._ends_unanswered(sequence):
-            self.prompt_cache.store(sequence.lease, sequence.tokens + [token], kv)
-            self._current = self._begin(sequence)
-            return outputs
-        outputs.append(Output(sequence.key, token=token, finish=finish))
-        sequence.tokens.append(token)
-        self._current = (sequence, kv, [], generator)
-        if finish:
-            self._sequences.pop(sequence.key)
-            self._order.popleft()
-            self._current = None
-            self.prompt_cache.store(sequence.lease, sequence.tokens, kv)
-        return outputs
-
-    @property
-    def nbytes(self) -> int:
-        return sum(layer.nbytes for layer in self._current[1]) if self._current else 0
-
-    def nbytes_with(self, tokens: int) -> int:
-        return self.nbytes + self._bytes_per_token * tokens
-
-    def _seeing_all(self, sequence: _Sequence, pending: list) -> list:
-        """Its logits processors, shown its whole context: generate_step shows them only the tokens it is given."""
-        processors = self._processors(sequence)
-        if not processors:
-            return []
-        before = mx.array(sequence.tokens[:len(sequence.tokens) - len(pending)], dtype=mx.int32)
-        return [lambda tokens, logits, p=p: p(mx.concatenate([before, tokens]), logits) for p in processors]
-
-    def _begin(self, sequence: _Sequence):
-        lease = self.prompt_cache.lookup(sequence.tokens)
-        sequence.lease, sequence.reused, sequence.generated = lease, lease.reused, 0
-        return sequence, lease.kv, sequence.tokens[lease.reused:], None

@@ -18,8 +18,9 @@ from cache.block_index import common_prefix_length
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
 from workers.answer_guard import AnswerGuard
-from workers.batch import ModelBatch, SoloBatch, can_batch
+from workers.batch import ModelBatch, can_batch
 from workers.sampling import Sampling
+from workers.solo_batch import SoloBatch
 from workers.tool_calls import tool_format_of
 from workers.tool_guide import TOOL_OPEN, ToolGuides, single_token
 
