@@ -60,6 +60,12 @@ def run_claude(command: list, env: dict, cwd: Path) -> subprocess.CompletedProce
         pytest.fail("Claude Code did not exit in 600 s; its debug log ends:\n" + "\n".join(lines[-60:]))
 
 
+def the_turn(result: dict) -> str:
+    """What a failed assertion shows of Claude Code's JSON result (pytest would cut the dict short)."""
+    keys = ("subtype", "is_error", "num_turns", "stop_reason", "result", "permission_denials")
+    return json.dumps({key: result.get(key) for key in keys}, indent=1)
+
+
 @pytest.fixture(params=VERSIONS)
 def claude(request, hearth, tmp_path):
     """run(*args) -> the finished `claude` process, pointed at this Hearth, in an empty directory."""
@@ -90,7 +96,7 @@ def test_claude_code_runs_a_tool_hearth_asks_for_and_finishes_the_turn(claude, h
     done = claude("-p", "Write a file", "--allowedTools", "Bash", "--output-format", "json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert not result["is_error"] and result["num_turns"] >= 2, result
+    assert not result["is_error"] and result["num_turns"] >= 2, the_turn(result)
     assert (claude.cwd / "tool-ran.txt").read_text().strip() == "ran", "Claude Code did not run the tool call"
 
 
@@ -104,7 +110,7 @@ def test_claude_code_does_not_run_a_call_cut_off_by_a_token_cap_and_finishes_the
     done = claude("-p", "Write a file", "--allowedTools", "Bash", "--output-format", "json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
-    assert result["num_turns"] >= 2, result
+    assert result["num_turns"] >= 2, the_turn(result)
     assert not (claude.cwd / "cut-ran.txt").exists(), "Claude Code ran a call cut short"
 
 
