@@ -314,3 +314,12 @@ def test_a_stopping_worker_does_not_wait_out_its_command_listeners_poll(make_wor
     stopping.start()
     stopping.join(10)  # rq's own poll is 60 s
     assert not stopping.is_alive()
+
+
+def test_a_worker_stopping_with_redis_gone_says_so_in_a_line(fake_server, make_worker, caplog):
+    worker = make_worker(ScriptedEngine(ANSWER))
+    worker.register_birth()
+    fake_server.connected = False  # the user's Redis stopped first
+    with caplog.at_level("WARNING", logger="workers.worker"):
+        worker.teardown()
+    assert "stopped without reaching Redis" in caplog.text

@@ -21,6 +21,8 @@ import threading
 import time
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry, SimpleWorker
 from rq.command import parse_payload
 from rq.exceptions import StopRequested
@@ -166,6 +168,14 @@ class HearthWorker(SimpleWorker):
             self.batch_scheduler.flush_metrics()
         finally:
             super().teardown()
+
+    def teardown(self):
+        """rq's, which records the worker's death in Redis: with Redis gone, a line in the log rather
+        than a traceback on the way out (rq's record of the worker expires by itself)."""
+        try:
+            super().teardown()
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            log.warning("worker %s stopped without reaching Redis to record it: %s", self.name, error)
 
     def heartbeat(self, timeout=None, pipeline=None):
         # rq sends its heartbeat as three commands; batched jobs pay for it at every admission, so one round trip.
