@@ -167,9 +167,9 @@ class HearthWorker(SimpleWorker):
                 self._keep_alive()
             self.batch_scheduler.flush_metrics()
         finally:
-            super().teardown()
+            self._rq_teardown()
 
-    def teardown(self):
+    def _rq_teardown(self):
         """rq's, which records the worker's death in Redis: with Redis gone, a line in the log rather
         than a traceback on the way out (rq's record of the worker expires by itself)."""
         try:
