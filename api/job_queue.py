@@ -132,8 +132,9 @@ class JobQueue:
             job = None
         if job is None or (owner is not None and job.meta.get("owner") != owner):
             raise NotFound(f"job {job_id} not found (it may have expired)")
-        if job.get_status(refresh=False) == JobStatus.STARTED:
-            fail_if_abandoned(self.connection, job, self.settings.event_ttl)  # a dead worker's job: failed now
+        if job.get_status(refresh=False) == JobStatus.STARTED and fail_if_abandoned(
+                self.connection, job, self.settings.event_ttl):
+            job.refresh()  # a dead worker's job, failed just now: shown failed
         return job
 
     def cancel(self, job_id: str, owner: str | None = None) -> str:

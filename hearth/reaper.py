@@ -56,10 +56,11 @@ def worker_is_gone(connection: Redis, job_id: str) -> bool:
 
 
 def fail_if_abandoned(connection: Redis, job: Job, event_ttl: int) -> str | None:
-    """Fail a started job whose worker no longer beats; returns the reason, or None if it lives."""
-    if job.get_status() != JobStatus.STARTED:
-        return None
-    if job.worker_name and connection.exists(worker_heartbeat_key(job.worker_name)):
+    """Fail a started job whose worker no longer beats; returns the reason, or None if it lives.
+
+    Its status is read afresh without refreshing `job`: a caller showing the job shows it as
+    fetched, not finished by the time of this read yet without the end time and result it fetched."""
+    if not worker_is_gone(connection, job.id):
         return None
     reason = f"the worker running job {job.id} ({job.worker_name or 'unknown'}) died"
     registry = Queue(job.origin, connection=connection).started_job_registry

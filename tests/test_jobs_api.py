@@ -2,15 +2,18 @@
 
 import json
 import time
+from datetime import datetime, timezone
 
 import anthropic
 import pytest
 from rq.job import Job, JobStatus
 
 from api.job_views import job_view
-from hearth.contract import QUEUE_BACKGROUND
+from hearth import reaper
+from hearth.contract import QUEUE_BACKGROUND, worker_heartbeat_key
 from tests.conftest import ScriptedEngine, poll_job, sse_events
 from tests.test_api import ANSWER
+from tests.test_reaper import started_by
 from tests.test_worker_jobs import request
 
 REQUEST = {"model": "claude-opus-4-6", "max_tokens": 50, "messages": [{"role": "user", "content": "work on it"}],
@@ -49,6 +52,27 @@ def test_a_job_that_ends_between_its_fetch_and_its_view_shows_as_fetched(jobs, r
     assert as_fetched["status"] == "queued" and as_fetched["ended_at"] is None and "message" not in as_fetched
     now = job_view(redis, Job.fetch(job_id, connection=redis))
     assert now["status"] == "finished" and now["ended_at"] and now["message"]["content"]
+
+
+def test_a_started_job_that_ends_while_the_api_checks_its_worker_shows_as_fetched(jobs, redis):
+    # Polling a running job checks that its worker still beats; the job may end in between, and
+    # its view must not then say finished with no end time (CI saw `ended_at` None).
+    redis.set(worker_heartbeat_key("alive"), json.dumps({"pid": 1}), ex=60)
+    fetched = started_by(jobs, redis, "alive", QUEUE_BACKGROUND)
+    ended = Job.fetch(fetched.id, connection=redis)
+    ended.set_status(JobStatus.FINISHED)
+    ended.ended_at = datetime.now(timezone.utc)
+    ended.save()
+
+    assert reaper.fail_if_abandoned(redis, fetched, event_ttl=60) is None
+    view = job_view(redis, fetched)
+    assert view["status"] == "started" and view["ended_at"] is None and "progress" in view
+
+
+def test_polling_a_dead_workers_job_shows_it_failed_at_once(client, jobs, redis):
+    job = started_by(jobs, redis, "ghost", QUEUE_BACKGROUND)
+    view = client.get(f"/v1/jobs/{job.id}").json()
+    assert view["status"] == "failed" and "ghost" in view["error"]["message"]
 
 
 def test_events_replay_resume_without_gaps_or_duplicates(client, running_worker):
