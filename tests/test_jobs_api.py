@@ -1,8 +1,8 @@
 """Background jobs and Message Batches in-process: fakeredis, a worker thread, the anthropic SDK."""
 
+from datetime import datetime, timezone
 import json
 import time
-from datetime import datetime, timezone
 
 import anthropic
 import pytest
