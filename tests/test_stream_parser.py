@@ -288,11 +288,15 @@ def test_a_json_call_cut_anywhere_is_text_until_its_name_is_whole_then_a_tool_us
         assert [e.delta["text"] for e in events if isinstance(e, BlockDelta)] == [written]
         assert not parser.cut_call and parser.garbled_calls == 1
         return
-    assert [e.block["name"] for e in events if isinstance(e, BlockStart)] == ["Write"] and parser.cut_call
+    assert [e.block["name"] for e in events if isinstance(e, BlockStart)] == ["Write"]
     whole = json.loads(CUT_CALL[len("<tool_call>"):])["arguments"]
     raw = streamed_arguments(events)
-    # Unclosed (even when nothing of the arguments was written: "{"), so that no client runs it.
-    assert raw == (json.dumps(whole) if cut == len(CUT_CALL) else written[ARGUMENTS_AT:] or "{")
+    if cut == len(CUT_CALL):
+        # Cut only of its `</tool_call>`: a whole call, run as any other (stop_reason tool_use).
+        assert raw == json.dumps(whole) and parser.tool_calls == 1 and not parser.cut_call
+    else:
+        # Unclosed (even when nothing of the arguments was written: "{"), so that no client runs it.
+        assert raw == (written[ARGUMENTS_AT:] or "{") and parser.cut_call and parser.tool_calls == 0
     blocks, _ = assemble(split_at(written, cut // 2), cut_off=True)
     assert blocks[0]["input"] == {key: whole[key] for key in list(whole)[:len(blocks[0]["input"])]}
 
@@ -307,6 +311,14 @@ def test_an_xml_call_cut_off_closes_with_the_parameters_it_has():
     events = parser.feed("<tool_call>\n<function=Read>\n<parameter=file_path>\nsrc/a.py\n</parameter>\n"
                          "<parameter=limit>\n2") + parser.finish(cut_off=True)
     assert streamed_arguments(events) == '{"file_path": "src/a.py"', "unclosed: a client must not run it"
+
+
+def test_an_xml_call_cut_off_only_of_its_closing_tag_is_a_whole_call():
+    whole = XML_CALL[:XML_CALL.index("</tool_call>")]
+    blocks, parser = assemble([whole], cut_off=True, tool_format="xml", tools=XML_TOOLS)
+    assert [b["type"] for b in blocks] == ["thinking", "tool_use"]
+    assert blocks[1]["input"] == {"file_path": "src/a.py", "limit": 20, "recursive": True}
+    assert parser.tool_calls == 1 and not parser.cut_call
 
 
 def test_an_xml_call_the_model_left_unfinished_closes_with_the_parameters_it_has():

@@ -98,6 +98,16 @@ def test_a_call_cut_off_by_max_tokens_ends_as_a_tool_use_so_far_with_stop_reason
     assert events[-1].type == MESSAGE_END and events[-1].data["stop_reason"] == "max_tokens"
 
 
+def test_a_call_the_cap_cut_only_of_its_closing_tag_is_a_whole_call_with_stop_reason_tool_use(redis, jobs, make_worker):
+    job_id = jobs.new_job_id()
+    jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=2, tools=BASH))
+    make_worker(ScriptedEngine(['<tool_call>\n{"name": "Bash", ', '"arguments": {"command": "ls"}}\n',
+                                "</tool_call>"])).work(burst=True)
+    result = Job.fetch(job_id, connection=redis).return_value()
+    assert result["stop_reason"] == "tool_use" and result["usage"]["output_tokens"] == 2
+    assert [(b["type"], b["name"], b["input"]) for b in result["content"]] == [("tool_use", "Bash", {"command": "ls"})]
+
+
 def test_a_call_cut_off_by_the_models_own_cap_is_not_reported_as_a_whole_call(redis, jobs, make_worker):
     job_id = jobs.new_job_id()
     jobs.enqueue(job_id, request(enable_thinking=False, max_tokens=64000, tools=BASH))

@@ -22,6 +22,7 @@ Small and quantized models get their own format wrong now and then:
   its arguments as far as they went and unclosed, once its tool's name is
   whole (`cut_call`; the job then reports max_tokens): Anthropic's own shape
   for a message cut inside a tool_use block, which no client runs as whole.
+  A call cut only of its `</tool_call>` is whole, a call like any other.
 - Anthropic's model stops at its tool calls: once a call is complete, only
   whitespace or another call may follow. Anything else ends the turn there
   (`ended`), and is not passed on (`dropped` counts its characters).
@@ -200,7 +201,9 @@ class StreamParser:
         """The call's text is all in (at `</tool_call>`, or at the end of the output; `cut` by a cap)."""
         self._call_text += rest
         try:
-            self._call_parts(self._call.feed(rest) + (self._call.cut() if cut else self._call.close()))
+            parts = self._call.feed(rest)
+            cut = cut and not self._call.whole()  # a cap that took only its `</tool_call>` cut nothing
+            self._call_parts(parts + (self._call.cut() if cut else self._call.close()))
         except ToolCallError:
             if not self._call_block:
                 self._call, self._mode = None, "text"

@@ -18,6 +18,8 @@ arguments as far as they went, left unclosed, as Anthropic's API streams a
 tool_use cut off by max_tokens. A client must not run such a call, and
 Claude Code does not: it answers the model that the input was not valid
 JSON, and the loop goes on (a closed object, even under max_tokens, it runs).
+A call `whole()` but for its `</tool_call>` was not cut: it closes, a call
+like any other.
 
 - Qwen3 writes JSON: `{"name": "Bash", "arguments": {"command": "ls"}}`. A
   JSON call is only known to parse once it is whole, so it is held until
@@ -61,11 +63,14 @@ class JsonToolCall:
             raise ToolCallError(f"tool call without a name or an arguments object: {self._buffer[:200]!r}")
         return [("start", name), ("args", json.dumps(arguments))]
 
-    def cut(self) -> list:
+    def whole(self) -> bool:
         try:
-            return self.close()  # whole, but for its `</tool_call>`
+            self.close()
         except ToolCallError:
-            pass
+            return False
+        return True
+
+    def cut(self) -> list:
         head = _JSON_NAME.match(self._buffer)
         after = self._buffer[head.end():] if head else ""
         # The template's (and the guide's) order: the name, then the arguments, which may not have begun.
@@ -111,11 +116,12 @@ class XmlToolCall:
             out = []  # the parameters already sent are the call
         return out + [("args", "}" if self._sent_keys else "{}")]
 
+    def whole(self) -> bool:
+        return self._name is not None and "</function>" in self._buffer
+
     def cut(self) -> list:
         if self._name is None:
             raise ToolCallError(f"tool call cut before its function: {self._buffer[:200]!r}")
-        if "</function>" in self._buffer:
-            return self.close()  # whole, but for its `</tool_call>`
         return [] if self._sent_keys else [("args", "{")]  # the parameters already sent, unclosed
 
     def _complete_parameters(self) -> dict:
@@ -158,6 +164,9 @@ class NoCall:
         raise ToolCallError(f"a tool call, but the request offers no tools: {self._buffer[:200]!r}")
 
     cut = close
+
+    def whole(self) -> bool:
+        return False
 
 
 TOOL_CALL_PARSERS = {"json": JsonToolCall, "xml": XmlToolCall}
