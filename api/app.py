@@ -8,19 +8,19 @@ import contextlib
 import logging
 
 from redis import Redis
-from redis.exceptions import RedisError
 from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
+from api.auth import ApiKeyMiddleware
 from api.chat_completions import create_chat_completion
 from api.count_tokens import count_tokens
-from api.auth import ApiKeyMiddleware
 from api.errors import EXCEPTION_HANDLERS
 from api.falcon_app import create_falcon_app
-from api.job_stream import job_event_stream
 from api.job_queue import JobQueue
+from api.job_stream import job_event_stream
 from api.live_hub import LiveHub
 from api.live_workers import LiveWorkers
 from api.messages import create_message

@@ -8,8 +8,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import principal_of
 from api.anthropic_request import decode_json_body, parse_messages_request
+from api.auth import principal_of
 from api.relay import read_body
 from hearth.contract import COUNT_TOKENS_JOB, QUEUE_INTERACTIVE
 

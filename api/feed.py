@@ -9,7 +9,7 @@ Centrifugo.
 """
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import anyio
 from redis.asyncio import Redis

@@ -108,9 +108,8 @@ class LiveHub:
             if kind == "message":
                 for queue in self._listeners.get(channel, ()):
                     _put(queue, message["data"])
-            elif kind == "subscribe" and channel in self._confirmations:
-                if not self._confirmations[channel].done():
-                    self._confirmations[channel].set_result(None)
+            elif kind == "subscribe" and channel in self._confirmations and not self._confirmations[channel].done():
+                self._confirmations[channel].set_result(None)
 
     async def _reconnect(self):
         """A new connection subscribed to every channel listened to; listeners read their logs."""

@@ -32,9 +32,10 @@ from rq.job import Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from claude_code_trace import Text, tools  # noqa: E402
-from hearth_system import HearthSystem  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
+from claude_code_trace import Text, tools
+from hearth_system import HearthSystem
+
+from scripts.build_babbler import build_babbler
 
 MODEL = "hearth-tiny"
 

@@ -29,6 +29,7 @@ each stream with a prompt of its own, side by side in one run:
 
 import argparse
 import asyncio
+import itertools
 import json
 from pathlib import Path
 import statistics
@@ -43,9 +44,11 @@ from rq.job import Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hearth_system import BABBLER, HearthSystem, MlxLmServer  # noqa: E402
-from in_process import InProcess, prompt_of  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
+from hearth_system import BABBLER, HearthSystem, MlxLmServer
+from in_process import InProcess, prompt_of
+
+from scripts.build_babbler import build_babbler
+
 
 def pct(values, q):
     values = sorted(values)
@@ -131,7 +134,7 @@ async def mixed_load(base_url: str, model: str, long_prompts: list) -> dict:
         before = [t for t in times if t < start][-1:]
         after = [t for t in times if t > end][:1]
         window = before + during + after
-        gaps += [b - a for a, b in zip(window, window[1:])]
+        gaps += [b - a for a, b in itertools.pairwise(window)]
     return {"prefill_s": end - start, "longest_gap_s": max(gaps), "deltas_during": sum(
         len([t for t in times if start <= t <= end]) for times in arrivals)}
 

@@ -29,9 +29,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from claude_code_trace import Text  # noqa: E402
-from hearth_system import REPO, HearthSystem, MlxLmServer  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
+from claude_code_trace import Text
+from hearth_system import REPO, HearthSystem, MlxLmServer
+
+from scripts.build_babbler import build_babbler
 
 MODEL = REPO / "models" / "hearth-tiny"
 

@@ -29,10 +29,11 @@ import time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hearth_system import BABBLER, HearthSystem  # noqa: E402
-from hearth.contract import Event, events_key, partial_key, progress_key  # noqa: E402
-from hearth.message import MessageAssembler  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
+from hearth_system import BABBLER, HearthSystem
+
+from hearth.contract import Event, events_key, partial_key, progress_key
+from hearth.message import MessageAssembler
+from scripts.build_babbler import build_babbler
 
 SHORT = (50, 200)  # output tokens counted as "about 100"
 

@@ -40,8 +40,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hearth_system import BABBLER, HearthSystem  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
+from hearth_system import BABBLER, HearthSystem
+
+from scripts.build_babbler import build_babbler
 
 INTERACTIVE = {"model": "claude-sonnet-4-6", "max_tokens": 16, "stream": True,
                "messages": [{"role": "user", "content": "hello"}]}

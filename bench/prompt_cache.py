@@ -37,12 +37,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.anthropic_request import chat_messages, chat_tools, parse_messages_request  # noqa: E402
-from api.models import ModelRouter  # noqa: E402
-from claude_code_trace import claude_code_trace, stable_conversation  # noqa: E402
-from hearth.settings import BUNDLED_MODEL, Settings  # noqa: E402
-from workers.engine import Engine  # noqa: E402
-from workers.sampling import Sampling  # noqa: E402
+from claude_code_trace import claude_code_trace, stable_conversation
+
+from api.anthropic_request import chat_messages, chat_tools, parse_messages_request
+from api.models import ModelRouter
+from hearth.settings import BUNDLED_MODEL, Settings
+from workers.engine import Engine
+from workers.sampling import Sampling
 
 
 class HearthRunner:

@@ -24,10 +24,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from batching import chat_stream  # noqa: E402
-from hearth_system import BABBLER, HearthSystem, MlxLmServer  # noqa: E402
-from in_process import InProcess  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
+from batching import chat_stream
+from hearth_system import BABBLER, HearthSystem, MlxLmServer
+from in_process import InProcess
+
+from scripts.build_babbler import build_babbler
 
 SHORT_TOKENS = 32
 QUESTIONS = ["List the files here.", "Name this conversation.", "Summarize the task so far.", "Is the build green?",

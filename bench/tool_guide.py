@@ -30,11 +30,11 @@ import time
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.anthropic_request import chat_tools  # noqa: E402
-from scripts.build_babbler import build_babbler  # noqa: E402
-from workers.engine import Engine  # noqa: E402
-from workers.sampling import Sampling  # noqa: E402
-from workers.tool_guide import ToolGuides  # noqa: E402
+from api.anthropic_request import chat_tools
+from scripts.build_babbler import build_babbler
+from workers.engine import Engine
+from workers.sampling import Sampling
+from workers.tool_guide import ToolGuides
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = chat_tools(json.loads((REPO / "tests" / "claude_code_tools.json").read_text()))

@@ -199,7 +199,7 @@ class BlockStore:
                     os.replace(partial, path)
                 else:
                     path.unlink(missing_ok=True)
-            except Exception:  # noqa: BLE001 - a full disk costs warmth after a crash, never a job
+            except Exception:  # a full disk costs warmth after a crash, never a job
                 log.warning("block store: could not %s %s", kind, path, exc_info=True)
             finally:
                 self._pending.task_done()

@@ -15,9 +15,9 @@ model takes it, as soon as that worker is dead or once it has waited longer
 than HEARTH_AFFINITY_WAIT.
 """
 
+from datetime import datetime, timezone
 import logging
 import time
-from datetime import datetime, timezone
 
 from redis import Redis
 from rq import Queue, Worker

@@ -47,15 +47,15 @@ machine.
 
 import argparse
 import json
+from pathlib import Path
 import shutil
 import sys
 import sysconfig
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.optimizers as optim
-import numpy as np
 from mlx.utils import tree_flatten
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -18,8 +18,8 @@ fifth; paragraphs holding held-out material are left out of both.
 import dataclasses
 import functools
 import json
-import random
 from pathlib import Path
+import random
 
 import pretraining_corpus
 

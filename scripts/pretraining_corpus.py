@@ -13,9 +13,9 @@ installed), so a build that uses it is deterministic only on that machine.
 """
 
 import ast
+from pathlib import Path
 import re
 import sysconfig
-from pathlib import Path
 
 import tiny_model_data
 from tiny_model_words import HELD_OUT

@@ -15,9 +15,9 @@ parameter names, request phrasings, subjects and values the model never saw.
 Everything here is deterministic for a given seed.
 """
 
+from dataclasses import dataclass
 import json
 import random
-from dataclasses import dataclass
 
 from tiny_model_words import HELD_OUT, TRAINING
 

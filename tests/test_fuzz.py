@@ -8,7 +8,8 @@ scripted engine answers whatever is valid.
 
 import json
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest
 
 from tests.conftest import ScriptedEngine

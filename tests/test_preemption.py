@@ -25,7 +25,6 @@ from tests.test_worker_jobs import request
 from workers import scheduler
 
 
-
 @pytest.fixture
 def settings():
     return Settings(redis_url="redis://fake", model=MODEL, ping_interval=0.2, heartbeat_ttl=5, max_batch=1)

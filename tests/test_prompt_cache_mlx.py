@@ -51,7 +51,7 @@ def test_logits_after_a_cache_hit_equal_a_fresh_prefill(model_and_tokenizer, sha
     cache = PromptCache(model, budget_bytes=1 << 30, block_tokens=64)
     lease = cache.lookup(first)
     assert lease.reused == 0
-    _, kv = last_logits(model, first, lease.kv)
+    last_logits(model, first, lease.kv)
     cache.store(lease, first)
 
     lease = cache.lookup(second)
@@ -164,8 +164,8 @@ def test_untrimmable_caches_reuse_a_snapshot_at_the_end_of_system_and_tools():
     from mlx_lm.models.cache import KVCache
 
     from hearth.contract import GenerationRequest
-    from workers.sampling import Sampling
     from workers.engine import Engine
+    from workers.sampling import Sampling
 
     class UntrimmableKVCache(KVCache):  # stands in for rotating or state-space caches
         def is_trimmable(self):
@@ -201,8 +201,8 @@ def test_untrimmable_caches_reuse_a_snapshot_at_the_end_of_system_and_tools():
 
 @pytest.mark.parametrize("tools_first", [True, False])
 def test_conversations_with_the_same_tools_share_their_prefix_when_tools_come_first(tools_first):
-    from hearth.contract import GenerationRequest
     from cache.block_index import common_prefix_length
+    from hearth.contract import GenerationRequest
     from workers.engine import Engine
 
     engine = Engine(BUNDLED_MODEL, cache_bytes=1 << 30, tools_first=tools_first)

@@ -61,8 +61,8 @@ def test_the_sweep_finds_started_jobs_through_rqs_registries(redis, jobs, make_w
 
     def worker_vanishes(key, step):
         if step == 2 and not swept:
-            for key in redis.keys(worker_heartbeat_key("*")):
-                redis.delete(key)
+            for heartbeat in redis.keys(worker_heartbeat_key("*")):
+                redis.delete(heartbeat)
             swept.append(reaper.fail_abandoned(redis, event_ttl=60))
 
     job_id = jobs.new_job_id()

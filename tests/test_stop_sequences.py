@@ -13,7 +13,7 @@ def run(pieces, stops):
     return out + matcher.flush(), None
 
 
-@pytest.mark.parametrize("cut", range(0, 16))
+@pytest.mark.parametrize("cut", range(16))
 def test_stop_sequence_split_anywhere_is_never_emitted(cut):
     text = "Hello STOP world"
     out, matched = run([text[:cut], text[cut:]], ["STOP"])

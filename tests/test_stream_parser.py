@@ -6,13 +6,12 @@ from hearth.contract import BLOCK_START, BLOCK_STOP, DELTA, Event
 from hearth.message import MessageAssembler
 from workers.stream_parser import BlockDelta, BlockStart, BlockStop, StreamParser
 
-
 # The tools the calls below name, as the chat template gets them.
 TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
          for name in ("Bash", "LS", "Read", "Write")]
 
 
-def assemble(pieces, cut_off=False, **options):  # noqa: C901
+def assemble(pieces, cut_off=False, **options):
     """Feed pieces; return the assembled blocks, checking the event order as a client would."""
     parser = StreamParser(**{"tools": TOOLS, **options})
     events = []
@@ -95,7 +94,7 @@ CODE = ('Here is a parser:\n```python\ndef strip(text):\n    return text.split("
         'It drops everything up to `</think>` and keeps `<tool_call>` too.')
 
 
-@pytest.mark.parametrize("cut", range(0, len(CODE) + 1))
+@pytest.mark.parametrize("cut", range(len(CODE) + 1))
 def test_tags_in_code_the_user_asked_for_come_through_split_anywhere(cut):
     blocks, parser = assemble(["<think>\nwrite it\n</think>\n\n"] + split_at(CODE, cut))
     assert blocks[1] == {"type": "text", "text": CODE}

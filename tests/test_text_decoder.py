@@ -1,8 +1,7 @@
 """Text decoding across generation segments: a resumed job's text equals an uninterrupted one's."""
 
-import pickle
-
 from pathlib import Path
+import pickle
 
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 import pytest

@@ -5,19 +5,19 @@ thinking-on answer thinks first, a plain question gets an answer and a
 request to act gets a call to an offered tool.
 """
 
+from pathlib import Path
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
-import build_tiny_model
-import evaluate_tiny_model
-import long_prompts
-import pretraining_corpus
-import tiny_model_data
+import build_tiny_model  # noqa: E402 - the scripts are not a package
+import evaluate_tiny_model  # noqa: E402
+import long_prompts  # noqa: E402
+import pretraining_corpus  # noqa: E402
+import tiny_model_data  # noqa: E402
 
 
 @pytest.fixture(scope="module")

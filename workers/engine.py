@@ -13,8 +13,8 @@ import time
 from jinja2 import TemplateError
 from mlx_lm import load
 
-from cache.block_store import BlockStore, model_cache_dir
 from cache.block_index import common_prefix_length
+from cache.block_store import BlockStore, model_cache_dir
 from cache.prompt_cache import PromptCache
 from hearth.contract import GenerationRequest
 from workers.answer_guard import AnswerGuard

@@ -89,7 +89,7 @@ class EventPublisher:
         self.pending = []
         try:
             self.seq = append_error(self._redis, self.job_id, error_type, message, self._ttl).seq
-        except Exception:  # noqa: BLE001 - the job's own error is what matters
+        except Exception:  # the job's own error is what matters
             log.warning("job %s: could not publish its terminal event", self.job_id, exc_info=True)
 
     def _queue(self, pipe, read_flag: bool) -> int:

@@ -30,9 +30,9 @@ from hearth.contract import QUEUE_INTERACTIVE, GenerationRequest, priority_of
 from hearth.metrics import JobMeter, Tally
 from hearth.models import model_key
 from workers import suspension
-from workers.sampling import Sampling
 from workers.jobs import Done, JobCancelled, MessageJob, Segment, settle
 from workers.publisher import COALESCE_SECONDS, EventPublisher, flush
+from workers.sampling import Sampling
 from workers.suspension import JobSuspended
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,7 @@ class Scheduler:
             self._settle_ended()
             self._make_room()
             self._admit_waiting_for_memory()
-        except Exception as exc:  # noqa: BLE001 - Redis gone for good, or a bug: no client is left hanging
+        except Exception as exc:  # Redis gone for good, or a bug: no client is left hanging
             log.exception("a step failed: ending its %d jobs", len(self.running))
             self.abort(exc)
         except BaseException as exc:
@@ -181,13 +181,13 @@ class Scheduler:
         for run in list(self.running.values()):
             try:
                 self._end(run, error)
-            except Exception:  # noqa: BLE001 - the next job must still be told
+            except Exception:  # the next job must still be told
                 log.warning("job %s: could not record its end", run.job.id, exc_info=True)
 
     def _step_model(self, name: str, batch) -> list:
         try:
             return batch.step()
-        except Exception as exc:  # noqa: BLE001 - an MLX failure (say, out of memory) fails the step
+        except Exception as exc:  # an MLX failure (say, out of memory) fails the step
             log.error("model %s: a batched step failed; its %d jobs fail with it", name, len(batch), exc_info=exc)
             self.batches[name] = self._new_batch(self.rt.engine_for(name))
             for run in [r for r in self.running.values() if r.model == name and r not in self.waiting_for_memory]:
@@ -326,7 +326,7 @@ class Scheduler:
             # at its last event); on a cold shutdown there is no time, and its error event follows the log.
             try:
                 flush(self.connection, [run.publisher])
-            except Exception:  # noqa: BLE001 - its error event, appended after the log's last, still follows
+            except Exception:  # its error event, appended after the log's last, still follows
                 if isinstance(outcome, JobSuspended):
                     raise
         value = settle(self.rt, run.job, run.message, run.publisher, outcome)

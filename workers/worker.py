@@ -13,6 +13,7 @@ jobs for the scheduler to stop at their next token, so `rq`'s own
 `send_stop_job_command` stops one generation and leaves the others running.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -91,16 +92,14 @@ class Heartbeat(threading.Thread):
                     # A worker killed between dequeuing a job and starting it (rare: a scan of every job).
                     self._next_orphan_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
                     reaper.requeue_orphans(self._redis)
-            except Exception:  # noqa: BLE001 - Redis may be restarting; keep beating
+            except Exception:  # Redis may be restarting; keep beating
                 log.warning("heartbeat: Redis unreachable", exc_info=log.isEnabledFor(logging.DEBUG))
             self._stopping.wait(self._ttl / 3)
 
     def stop(self):
         self._stopping.set()
-        try:
+        with contextlib.suppress(Exception):  # shutting down anyway
             self._redis.delete(self._key)
-        except Exception:  # noqa: BLE001 - shutting down anyway
-            pass
 
 
 class HearthWorker(SimpleWorker):
@@ -258,7 +257,7 @@ class HearthWorker(SimpleWorker):
                 pipe.set(cache_stats_key(self.name), json.dumps(stats), ex=24 * 3600)
                 self.held_prefixes.publish(pipe, AFFINITY_TTL)
                 pipe.execute()
-        except Exception:  # noqa: BLE001 - statistics must never fail a job
+        except Exception:  # statistics must never fail a job
             self.held_prefixes.lost()
             log.debug("could not publish cache statistics", exc_info=True)
 

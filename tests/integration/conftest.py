@@ -5,6 +5,7 @@ The fast model (claude-haiku-*) is the babbler (scripts/build_babbler.py): it
 never ends by itself, a long generation to cancel or preempt on demand.
 """
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -44,11 +45,9 @@ def free_port() -> int:
 def wait_until(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(Exception):  # not up yet
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
         time.sleep(0.1)
     raise TimeoutError(f"{what} not ready after {timeout}s")
 

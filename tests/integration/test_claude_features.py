@@ -8,7 +8,7 @@ import pytest
 from tests.integration.conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-import tiny_model_data  # noqa: E402
+import tiny_model_data
 
 pytestmark = pytest.mark.integration
 

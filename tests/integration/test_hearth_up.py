@@ -10,6 +10,7 @@ import anthropic
 import httpx
 import pytest
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.integration.conftest import REPO, free_port, stop_process, wait_until
 
@@ -62,7 +63,7 @@ def test_hearth_up_starts_its_own_redis_serves_and_stops_cleanly_on_ctrl_c(tmp_p
         stop_process(up, signal.SIGKILL, timeout=5)
     assert processes_started_with(tmp_path) == [], "hearth up left a process behind"
     redis = Redis(port=redis_port, socket_connect_timeout=0.5)
-    with pytest.raises(Exception):
+    with pytest.raises(RedisConnectionError):
         redis.ping()
     with pytest.raises(httpx.ConnectError):
         httpx.get(base_url + "/healthz")

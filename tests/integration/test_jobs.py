@@ -10,9 +10,9 @@ import anthropic
 import pytest
 
 from hearth.contract import worker_heartbeat_key
+from hearth.message import MessageAssembler
 from hearth.models import model_key
 from hearth.settings import Settings
-from hearth.message import MessageAssembler
 from tests.conftest import poll_job, read_log, sse_frames
 from tests.integration.conftest import MAIN_KEY
 
@@ -67,7 +67,7 @@ def test_resume_an_event_stream_midway(hearth, http):
     cut = ids[len(ids) // 2]
     rest = http.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(cut)}).text
     rest_ids = [int(line[4:]) for line in rest.splitlines() if line.startswith("id: ")]
-    assert rest_ids[0] == cut + 1 and sorted(set(i for i in ids if i <= cut) | set(rest_ids)) == sorted(set(ids))
+    assert rest_ids[0] == cut + 1 and sorted({i for i in ids if i <= cut} | set(rest_ids)) == sorted(set(ids))
     frames = sse_frames(whole)
     joined = [f for f in frames if f["id"] is None or f["id"] <= cut] + sse_frames(rest)
     assert joined == frames
