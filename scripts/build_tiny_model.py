@@ -144,17 +144,42 @@ def write_config(out, vocab):
 
 
 def init_weights(out, init_from=None):
-    """Random weights, or another build's (same tokenizer) to fine-tune from."""
+    """Random weights, or another build's (same tokenizer) to fine-tune from, grown if it has fewer layers."""
     if init_from is not None:
         if (init_from / "tokenizer.json").read_bytes() != (out / "tokenizer.json").read_bytes():
             sys.exit(f"--init-from {init_from}: its tokenizer differs from the one just trained")
-        shutil.copy(init_from / "model.safetensors", out / "model.safetensors")
+        if json.loads((init_from / "config.json").read_text())["num_hidden_layers"] < MODEL_CONFIG["num_hidden_layers"]:
+            grow(init_from, out)
+        else:
+            shutil.copy(init_from / "model.safetensors", out / "model.safetensors")
         return
     from mlx_lm.models import qwen3
 
     mx.random.seed(0)
     model = qwen3.Model(qwen3.ModelArgs.from_dict(MODEL_CONFIG))
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+
+
+def grow(init_from, out):
+    """A smaller build's weights with layers added on top, each starting as the identity (its
+    attention's and MLP's output projections zero, so it adds nothing to the residual stream):
+    the grown model answers as the smaller one did until training moves the new layers. It
+    starts from what the smaller one read, rather than reading again (which also depends on the
+    machine: pretraining_corpus.py)."""
+    from mlx_lm.models import qwen3
+
+    mx.random.seed(0)
+    model = qwen3.Model(qwen3.ModelArgs.from_dict(MODEL_CONFIG))
+    weights = dict(tree_flatten(model.parameters()))
+    smaller = mx.load(str(init_from / "model.safetensors"))
+    assert set(smaller) <= set(weights), sorted(set(smaller) - set(weights))
+    weights.update(smaller)
+    layers = json.loads((init_from / "config.json").read_text())["num_hidden_layers"]
+    for layer in range(layers, MODEL_CONFIG["num_hidden_layers"]):
+        for name in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
+            key = f"model.layers.{layer}.{name}"
+            weights[key] = mx.zeros_like(weights[key])
+    mx.save_safetensors(str(out / "model.safetensors"), weights)
 
 
 # Reading (--read-steps): what words mean, from text, before the chat training.
@@ -290,7 +315,9 @@ def main():
     parser.add_argument("--iters", type=int, default=ITERS)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--refresh-corpus", action="store_true")
-    parser.add_argument("--init-from", type=Path, help="start from this build's weights (same tokenizer)")
+    parser.add_argument("--init-from", type=Path,
+                        help="start from this build's weights (same tokenizer), grown if it has fewer layers")
+    parser.add_argument("--layers", type=int, default=MODEL_CONFIG["num_hidden_layers"])
     parser.add_argument("--read-steps", type=int, default=0,
                         help="first read docstrings for this many steps (pretraining_corpus.py)")
     parser.add_argument("--long-share", type=float, default=0.0,
@@ -298,6 +325,7 @@ def main():
     parser.add_argument("--result-share", type=float, default=0.0,
                         help="the share of those stopping at a call that also go on, in a copy, after its result")
     args = parser.parse_args()
+    MODEL_CONFIG["num_hidden_layers"] = args.layers
     args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
     if args.refresh_corpus or not CORPUS.exists():
         refresh_corpus()

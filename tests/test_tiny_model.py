@@ -5,6 +5,7 @@ thinking-on answer thinks first, a plain question gets an answer and a
 request to act gets a call to an offered tool.
 """
 
+import json
 from pathlib import Path
 import re
 import sys
@@ -218,3 +219,26 @@ def test_a_good_call_names_an_offered_tool_and_carries_every_argument_it_require
     assert judged(call(other, renamed)).expected_values() and not judged(call(other, renamed)).expected_tool()
     assert judged(call(tool["name"], full)).expected_tool() and not judged(call(tool["name"], full)).expected_values()
     assert not judged(call(other, renamed)).expected_call()
+
+
+def test_a_grown_model_answers_as_the_smaller_one_until_it_trains(tmp_path, monkeypatch):
+    """`--init-from` a build with fewer layers adds layers that start as the identity."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+
+    smaller = Path(evaluate_tiny_model.DEFAULT_MODEL)
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        (tmp_path / name).write_bytes((smaller / name).read_bytes())
+    layers = build_tiny_model.MODEL_CONFIG["num_hidden_layers"] + 2
+    monkeypatch.setitem(build_tiny_model.MODEL_CONFIG, "num_hidden_layers", layers)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, num_hidden_layers=layers)))
+    build_tiny_model.init_weights(tmp_path, init_from=smaller)
+
+    (small_model, tokenizer), (grown_model, _) = load(str(smaller)), load(str(tmp_path))
+    assert len(grown_model.model.layers) == layers
+    prompt = mx.array(tokenizer.encode("Read the file src/app.py and tell me what it does."))[None]
+    assert mx.allclose(grown_model(prompt), small_model(prompt), atol=1e-5).item()
+    new_layer = dict(tree_flatten(grown_model.model.layers[-1].parameters()))
+    assert mx.any(new_layer["self_attn.q_proj.weight"] != 0).item(), "the new layers train from random weights"
