@@ -14,7 +14,10 @@ Three steps (four with reading), all deterministic for the committed files and s
    resemble a real tokenizer's) and the frozen conversations of
    `models/tokenizer_conversations.jsonl`, with Qwen3's special tokens;
 2. a 2-layer Qwen3 model (2 layers, not 1: a 1-layer model prefills for free
-   on MLX and would make cache benchmarks meaningless);
+   on MLX and would make cache benchmarks meaningless), or another build's
+   weights (`--init-from`), grown when `--layers` asks for more than it has:
+   the new layers start as the identity, so the bigger model starts from
+   what the smaller one read and learnt;
 3. optionally, reading (`--read-steps N`): language-model training on the docstrings of this Python
    and the packages installed beside it (`pretraining_corpus.py`, every
    paragraph holding a held-out request's phrasing, tool name, command or
