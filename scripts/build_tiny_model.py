@@ -151,8 +151,9 @@ def init_weights(out, init_from=None):
     if init_from is not None:
         if (init_from / "tokenizer.json").read_bytes() != (out / "tokenizer.json").read_bytes():
             sys.exit(f"--init-from {init_from}: its tokenizer differs from the one just trained")
-        if json.loads((init_from / "config.json").read_text())["num_hidden_layers"] < MODEL_CONFIG["num_hidden_layers"]:
-            grow(init_from, out)
+        layers = json.loads((init_from / "config.json").read_text())["num_hidden_layers"]
+        if layers < MODEL_CONFIG["num_hidden_layers"]:
+            grow(init_from, layers, out)
         else:
             shutil.copy(init_from / "model.safetensors", out / "model.safetensors")
         return
@@ -163,7 +164,7 @@ def init_weights(out, init_from=None):
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
 
 
-def grow(init_from, out):
+def grow(init_from, layers, out):
     """A smaller build's weights with layers added on top, each starting as the identity (its
     attention's and MLP's output projections zero, so it adds nothing to the residual stream):
     the grown model answers as the smaller one did until training moves the new layers. It
@@ -177,7 +178,6 @@ def grow(init_from, out):
     smaller = mx.load(str(init_from / "model.safetensors"))
     assert set(smaller) <= set(weights), sorted(set(smaller) - set(weights))
     weights.update(smaller)
-    layers = json.loads((init_from / "config.json").read_text())["num_hidden_layers"]
     for layer in range(layers, MODEL_CONFIG["num_hidden_layers"]):
         for name in ("self_attn.o_proj.weight", "mlp.down_proj.weight"):
             key = f"model.layers.{layer}.{name}"
