@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 MAIN = "claude-opus-4-6"
 BABBLER = "claude-haiku-4-5"  # never ends by itself
-WORDS = ["module", "request", "token", "cache", "stream", "worker", "queue", "prompt", "model", "answer", "file", "test", "build", "parse"]
+WORDS = ["module", "request", "token", "cache", "stream", "worker", "queue", "prompt", "model", "answer", "file",
+         "test", "build", "parse"]
 
 
 def long_prompt(words: int) -> str:
