@@ -133,7 +133,7 @@ class JobQueue:
         if job is None or (owner is not None and job.meta.get("owner") != owner):
             raise NotFound(f"job {job_id} not found (it may have expired)")
         if job.get_status(refresh=False) == JobStatus.STARTED and fail_if_abandoned(
-                self.connection, job, self.settings.event_ttl):
+                self.connection, job, self.settings.event_ttl, self.settings.heartbeat_ttl):
             job.refresh()  # a dead worker's job, failed just now: shown failed
         return job
 
@@ -174,10 +174,10 @@ class JobQueue:
         status = self.connection.hget(Job.key_for(job_id), "status")
         if status is None:
             return JobState(status=None, worker_alive=False)
-        if worker_is_gone(self.connection, job_id):
+        if worker_is_gone(self.connection, job_id, self.settings.heartbeat_ttl):
             with contextlib.suppress(NoSuchJobError):
                 fail_if_abandoned(self.connection, Job.fetch(job_id, connection=self.connection),
-                                  self.settings.event_ttl)
+                                  self.settings.event_ttl, self.settings.heartbeat_ttl)
             return JobState(status=status.decode(), worker_alive=False)
         return JobState(status=status.decode(), worker_alive=True)
 

@@ -13,13 +13,19 @@ A job queued for one worker (routed to the cache that holds its prompt, or
 suspended there) goes to its model's queue, where any worker serving the
 model takes it, as soon as that worker is dead or once it has waited longer
 than HEARTH_AFFINITY_WAIT.
+
+A Redis restart is not every worker's death: the heartbeats may expire while
+Redis is down (or go with it). After a restart each worker has a whole
+heartbeat TTL to beat again, as it has after any beat, before it is dead.
 """
 
 from datetime import datetime, timezone
 import logging
+import math
 import time
 
 from redis import Redis
+from redis.exceptions import ResponseError
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -36,6 +42,7 @@ from hearth.contract import (
 )
 from hearth.event_log import append_error
 from hearth.models import model_key
+from hearth.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +54,37 @@ def hearth_queues(connection: Redis) -> list[Queue]:
     return [queue for queue in Queue.all(connection=connection) if is_hearth_queue(queue.name)]
 
 
-def worker_is_gone(connection: Redis, job_id: str) -> bool:
+def redis_uptime(connection: Redis) -> float:
+    """Seconds since this Redis started; infinite for a server that does not say (fakeredis)."""
+    try:
+        return float(connection.info("server")["uptime_in_seconds"])
+    except (ResponseError, KeyError):
+        return math.inf
+
+
+def beats(connection: Redis, worker_name: str, heartbeat_ttl: int = Settings.heartbeat_ttl) -> bool:
+    """Is the worker alive as far as Redis can tell: its heartbeat is there, or Redis came back
+    too recently for a live worker to have beaten since (read only when the heartbeat is missing)."""
+    if connection.exists(worker_heartbeat_key(worker_name)):
+        return True
+    return redis_uptime(connection) < heartbeat_ttl
+
+
+def worker_is_gone(connection: Redis, job_id: str, heartbeat_ttl: int = Settings.heartbeat_ttl) -> bool:
     """A started job whose worker no longer beats: two small reads, not the job's whole payload."""
     status, worker_name = connection.hmget(Job.key_for(job_id), "status", "worker_name")
     if status is None or status.decode() != JobStatus.STARTED.value:
         return False
-    return not (worker_name and connection.exists(worker_heartbeat_key(worker_name.decode())))
+    return not (worker_name and beats(connection, worker_name.decode(), heartbeat_ttl))
 
 
-def fail_if_abandoned(connection: Redis, job: Job, event_ttl: int) -> str | None:
+def fail_if_abandoned(connection: Redis, job: Job, event_ttl: int,
+                      heartbeat_ttl: int = Settings.heartbeat_ttl) -> str | None:
     """Fail a started job whose worker no longer beats; returns the reason, or None if it lives.
 
     Its status is read afresh without refreshing `job`: a caller showing the job shows it as
     fetched, not finished by the time of this read yet without the end time and result it fetched."""
-    if not worker_is_gone(connection, job.id):
+    if not worker_is_gone(connection, job.id, heartbeat_ttl):
         return None
     reason = f"the worker running job {job.id} ({job.worker_name or 'unknown'}) died"
     registry = Queue(job.origin, connection=connection).started_job_registry
@@ -75,18 +99,18 @@ def fail_if_abandoned(connection: Redis, job: Job, event_ttl: int) -> str | None
     return reason
 
 
-def fail_abandoned(connection: Redis, event_ttl: int) -> list[str]:
+def fail_abandoned(connection: Redis, event_ttl: int, heartbeat_ttl: int = Settings.heartbeat_ttl) -> list[str]:
     """Every started job of a dead worker, failed; returns their ids."""
     failed = []
     for queue in hearth_queues(connection):
         for job_id in queue.started_job_registry.get_job_ids(cleanup=False):
-            if not worker_is_gone(connection, job_id):
+            if not worker_is_gone(connection, job_id, heartbeat_ttl):
                 continue  # the common case, checked every heartbeat: no payload fetched
             try:
                 job = Job.fetch(job_id, connection=connection)
             except NoSuchJobError:
                 continue
-            if fail_if_abandoned(connection, job, event_ttl):
+            if fail_if_abandoned(connection, job, event_ttl, heartbeat_ttl):
                 failed.append(job_id)
     return failed
 
@@ -131,7 +155,7 @@ def fallback_queue(job: Job, queue_name: str) -> str:
     return model_queue(priority_of(queue_name), model_key(job.args[0]["model"]))
 
 
-def move_stranded(connection: Redis, wait: float) -> list[str]:
+def move_stranded(connection: Redis, wait: float, heartbeat_ttl: int = Settings.heartbeat_ttl) -> list[str]:
     """Jobs waiting for one worker that cannot take them, moved to the front of their model's queue:
     all of a dead worker's, those a live one kept waiting over `wait` seconds, and any left in the
     bare priority queues of Hearth before per-model routing. Returns their ids.
@@ -144,7 +168,7 @@ def move_stranded(connection: Redis, wait: float) -> list[str]:
         owner = worker_of(queue.name)
         if owner is None and queue.name not in PRIORITIES:
             continue  # a model's queue: where jobs go, not where they strand
-        alive = owner is not None and bool(connection.exists(worker_heartbeat_key(owner)))
+        alive = owner is not None and beats(connection, owner, heartbeat_ttl)
         job_ids = queue.get_job_ids()
         if not job_ids:
             if not alive:

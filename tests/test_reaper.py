@@ -56,6 +56,22 @@ def test_a_dead_workers_started_job_is_failed_with_its_reason(redis, jobs):
     assert reaper.fail_if_abandoned(redis, dead, event_ttl=60) is None
 
 
+def test_a_redis_just_restarted_is_not_taken_for_its_workers_deaths(redis, jobs, monkeypatch):
+    """Heartbeats expire while Redis is down: a worker has a whole TTL from Redis's return to beat again."""
+    uptime = {"seconds": 2}  # fakeredis has no INFO; a real Redis's is read in tests/integration/test_faults.py
+    monkeypatch.setattr(reaper, "redis_uptime", lambda connection: uptime["seconds"])
+    job = started_by(jobs, redis, "busy")
+    [queued] = queued_for(redis, worker_queue(QUEUE_INTERACTIVE, "busy"))
+
+    assert reaper.fail_if_abandoned(redis, job, event_ttl=60, heartbeat_ttl=3) is None
+    assert reaper.move_stranded(redis, wait=60, heartbeat_ttl=3) == []
+    assert Job.fetch(job.id, connection=redis).get_status() == JobStatus.STARTED
+
+    uptime["seconds"] = 3
+    assert "died" in reaper.fail_if_abandoned(redis, job, event_ttl=60, heartbeat_ttl=3)
+    assert reaper.move_stranded(redis, wait=60, heartbeat_ttl=3) == [queued]
+
+
 def test_the_sweep_finds_started_jobs_through_rqs_registries(redis, jobs, make_worker):
     swept = []
 

@@ -86,8 +86,8 @@ class Heartbeat(threading.Thread):
                 self._redis.set(self._key, value, ex=self._ttl)
                 # Several workers may share a Redis: the jobs of one that died fail, the jobs
                 # queued for it (or waiting too long for it) go to any worker of their model.
-                reaper.fail_abandoned(self._redis, self._settings.event_ttl)
-                reaper.move_stranded(self._redis, self._settings.affinity_wait)
+                reaper.fail_abandoned(self._redis, self._settings.event_ttl, self._ttl)
+                reaper.move_stranded(self._redis, self._settings.affinity_wait, self._ttl)
                 if time.monotonic() >= self._next_orphan_scan:
                     # A worker killed between dequeuing a job and starting it (rare: a scan of every job).
                     self._next_orphan_scan = time.monotonic() + ORPHAN_SCAN_SECONDS
@@ -316,7 +316,7 @@ def run_worker(settings: Settings, burst: bool = False) -> bool:
         reaper.forget_dead_worker(setup, name)
     worker = HearthWorker(connection, rt, name)
     # What a worker that died left behind: its started jobs failed, its dequeued ones queued again.
-    reaper.fail_abandoned(connection, settings.event_ttl)
+    reaper.fail_abandoned(connection, settings.event_ttl, settings.heartbeat_ttl)
     reaper.requeue_orphans(connection)
     log.info("worker %s ready: models %s, queues %s, %d slots", worker.name, ", ".join(rt.engines),
              ", ".join(q.name for q in worker.queues), settings.max_batch)

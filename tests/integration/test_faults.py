@@ -182,8 +182,13 @@ def test_redis_restart_mid_stream_is_a_pause_and_503s_meanwhile(faulty, http):
             faulty.redis_server.stop()
             statuses.append(http.post("/v1/jobs", json={"request": SHORT}))
             statuses.append(http.get(f"/v1/jobs/{job_id}"))
-            time.sleep(2)
+            # Down for longer than a heartbeat lives, so the worker's has expired when Redis is back;
+            # the worker then takes a moment to beat again, well within a TTL: it is not taken for dead.
+            time.sleep(int(faulty.env["HEARTH_HEARTBEAT_TTL"]) + 1)
+            faulty.worker.send_signal(signal.SIGSTOP)
             faulty.redis_server.start()
+            time.sleep(1)
+            faulty.worker.send_signal(signal.SIGCONT)
 
     job_id = submit(http, babble(max_tokens=1500))
     with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
