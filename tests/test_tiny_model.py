@@ -16,6 +16,7 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import build_tiny_model  # noqa: E402 - the scripts are not a package
 import evaluate_tiny_model  # noqa: E402
+import interpolate_weights  # noqa: E402
 import long_prompts  # noqa: E402
 import pretraining_corpus  # noqa: E402
 import tiny_model_data  # noqa: E402
@@ -242,3 +243,13 @@ def test_a_grown_model_answers_as_the_smaller_one_until_it_trains(tmp_path, monk
     assert mx.allclose(grown_model(prompt), small_model(prompt), atol=1e-5).item()
     new_layer = dict(tree_flatten(grown_model.model.layers[-1].parameters()))
     assert mx.any(new_layer["self_attn.q_proj.weight"] != 0).item(), "the new layers train from random weights"
+
+
+def test_weights_part_of_the_way_from_a_build_to_its_fine_tune():
+    import mlx.core as mx
+
+    start, tuned = {"w": mx.array([0.0, 2.0])}, {"w": mx.array([4.0, -2.0])}
+    assert interpolate_weights.interpolate(start, tuned, 0.25)["w"].tolist() == [1.0, 1.0]
+    assert interpolate_weights.interpolate(start, tuned, 1.0)["w"].tolist() == [4.0, -2.0]
+    with pytest.raises(SystemExit, match="same weights"):
+        interpolate_weights.interpolate(start, {"v": mx.array([1.0])}, 0.5)
