@@ -186,9 +186,11 @@ def test_redis_restart_mid_stream_is_a_pause_and_503s_meanwhile(faulty, http):
             # the worker then takes a moment to beat again, well within a TTL: it is not taken for dead.
             time.sleep(int(faulty.env["HEARTH_HEARTBEAT_TTL"]) + 1)
             faulty.worker.send_signal(signal.SIGSTOP)
-            faulty.redis_server.start()
-            time.sleep(1)
-            faulty.worker.send_signal(signal.SIGCONT)
+            try:
+                faulty.redis_server.start()
+                time.sleep(1)
+            finally:
+                faulty.worker.send_signal(signal.SIGCONT)
 
     job_id = submit(http, babble(max_tokens=1500))
     with http.stream("GET", f"/v1/jobs/{job_id}/events") as response:
