@@ -49,6 +49,7 @@ machine.
 """
 
 import argparse
+from functools import partial
 import json
 from pathlib import Path
 import shutil
@@ -237,7 +238,7 @@ ITERS = 1200
 LEARNING_RATE = 3e-3
 
 
-def answer_window_loss(model, batch, lengths):
+def answer_window_loss(model, batch, lengths, decision_weight=DECISION_WEIGHT):
     """mlx-lm's `default_loss`, with the output layer applied only where the loss counts
     and the answer's first DECISION_TOKENS weighted.
 
@@ -257,7 +258,7 @@ def answer_window_loss(model, batch, lengths):
     steps = positions + 1
     mask = mx.logical_and(steps >= lengths[:, 0:1], steps <= lengths[:, 1:])
     mask = mx.logical_and(mask, mx.arange(width)[None] < (lengths[:, 1:] - starts))
-    weights = mask * mx.where(steps < lengths[:, 0:1] + DECISION_TOKENS, DECISION_WEIGHT, 1.0)
+    weights = mask * mx.where(steps < lengths[:, 0:1] + DECISION_TOKENS, decision_weight, 1.0)
     ce = nn.losses.cross_entropy(logits, mx.take_along_axis(targets, positions, axis=1)) * weights
     return ce.astype(mx.float32).sum() / weights.sum(), mask.sum()
 
@@ -289,7 +290,8 @@ def training_conversations(variant, long_share=0.0, result_share=0.0):
     return tiny_model_data.going_on_after_results(examples, result_share, seed=11)
 
 
-def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE, long_share=0.0, result_share=0.0):
+def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE, long_share=0.0, result_share=0.0,
+              decision_weight=DECISION_WEIGHT):
     from mlx_lm import load
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
@@ -305,7 +307,8 @@ def fine_tune(out, iters, variant, learning_rate=LEARNING_RATE, long_share=0.0, 
     optimizer = optim.AdamW(learning_rate=optim.cosine_decay(learning_rate, iters, learning_rate / 10),
                             weight_decay=0.0)
     model.train()
-    train(model, optimizer, train_set, valid_set, args=args, loss=answer_window_loss)
+    train(model, optimizer, train_set, valid_set, args=args,
+          loss=partial(answer_window_loss, decision_weight=decision_weight))
     (out / "unused.safetensors").unlink(missing_ok=True)
     # float32: on a CPU, bfloat16 matmuls are slower, and the file is only ~6 MB.
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"})
@@ -327,6 +330,8 @@ def main():
                         help="the share of conversations made Claude Code-sized (long_prompts.py)")
     parser.add_argument("--result-share", type=float, default=0.0,
                         help="the share of those stopping at a call that also go on, in a copy, after its result")
+    parser.add_argument("--decision-weight", type=float, default=DECISION_WEIGHT,
+                        help="the loss weight of an answer's first DECISION_TOKENS")
     args = parser.parse_args()
     MODEL_CONFIG["num_hidden_layers"] = args.layers
     args.out = args.out or ROOT / "models" / ("hearth-tiny" if args.variant == "qwen3" else "hearth-tiny-coder")
@@ -339,7 +344,8 @@ def main():
     init_weights(args.out, args.init_from)
     if args.read_steps:
         read(args.out, args.read_steps)
-    fine_tune(args.out, args.iters, args.variant, args.learning_rate, args.long_share, args.result_share)
+    fine_tune(args.out, args.iters, args.variant, args.learning_rate, args.long_share, args.result_share,
+              args.decision_weight)
     print(f"built {args.out}")
 
 

@@ -253,3 +253,25 @@ def test_weights_part_of_the_way_from_a_build_to_its_fine_tune():
     assert interpolate_weights.interpolate(start, tuned, 1.0)["w"].tolist() == [4.0, -2.0]
     with pytest.raises(SystemExit, match="same weights"):
         interpolate_weights.interpolate(start, {"v": mx.array([1.0])}, 0.5)
+
+
+def test_the_training_loss_unweighted_is_mlx_lms_and_weighting_moves_it():
+    """The answer-window loss gathers only the answer's positions; with its decision tokens
+    unweighted it must be mlx-lm's `default_loss` over the whole batch."""
+    import mlx.core as mx
+    from mlx_lm import load
+    from mlx_lm.tuner.trainer import default_loss
+
+    model, tokenizer = load(str(evaluate_tiny_model.DEFAULT_MODEL))
+    rows = [tokenizer.encode("Read src/app.py please.<|im_end|>\nThe file holds the app's routes.<|im_end|>"),
+            tokenizer.encode("hi<|im_end|>\nHello! How can I help you today?<|im_end|>")]
+    width = max(map(len, rows)) + 1  # mlx-lm's batches are one longer than their longest row
+    batch = mx.array([row + [0] * (width - len(row)) for row in rows])
+    # mlx-lm's [prompt length, whole length]: the loss counts the tokens after the prompt.
+    lengths = mx.array([[8, len(rows[0])], [4, len(rows[1])]])
+    expected, expected_tokens = default_loss(model, batch, lengths)
+    loss, tokens = build_tiny_model.answer_window_loss(model, batch, lengths, decision_weight=1.0)
+    assert tokens.item() == expected_tokens.item()
+    assert abs(loss.item() - expected.item()) < 1e-4
+    weighted, _ = build_tiny_model.answer_window_loss(model, batch, lengths, decision_weight=5.0)
+    assert abs(weighted.item() - expected.item()) > 1e-3
