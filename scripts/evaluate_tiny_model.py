@@ -31,6 +31,10 @@ thinking mode it prints:
   its result came back; the share that calls a tool again (in a client that
   runs every call, a turn that may never end) and the share answered in words.
 
+Good calls and questions calling come with a 95% interval (Wilson's): a
+draw's 40 requests and 20 questions move its figures 2.5 and 5 points each,
+so a rate is judged on many draws together (`--seed` repeated).
+
 `--long` puts each request inside a Claude Code-sized prompt
 (scripts/long_prompts.py: a long system prompt, Claude Code's tools beside
 the offered ones, a reminder before the request and a system turn after it,
@@ -40,6 +44,7 @@ the offered ones, a reminder before the request and a system turn after it,
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+import math
 from pathlib import Path
 import sys
 
@@ -185,7 +190,24 @@ def figures(answers: list[Answer], thinking: bool) -> dict:
         "thinking_as_asked": sum((k[:1] == ["thinking"]) == thinking and (thinking or "thinking" not in k)
                                  for k in kinds) / len(answers),
         "actions": len(actions), "questions": len(questions),
+        "good_call_count": sum(a.good_call() for a in actions),
+        "questions_calling_count": sum(bool(a.calls()) for a in questions),
     }
+
+
+def interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval (95% at z = 1.96) for a share of `successes` in `n`: where the model's
+    true rate may lie, given one draw. A draw of 40 requests spans about 20 points; unlike p ± z·se,
+    the interval stays within [0, 1] near 0% and 100%."""
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _within(successes: int, n: int) -> str:
+    low, high = interval(successes, n)
+    return f"[{low:.1%}, {high:.1%}]"
 
 
 def after_result_figures(answers: list[Answer]) -> dict:
@@ -207,10 +229,10 @@ def held_out(seed: int, long: bool) -> tuple[list, list]:
 def report(label: str, thinking: bool, answers: list[Answer], after: list[Answer]):
     f, again = figures(answers, thinking), after_result_figures(after)
     print(f"{label}, thinking {'on ' if thinking else 'off'}: calls that parse {f['parsed_calls']:.0%} of {f['actions']}, "
-          f"good calls {f['good_calls']:.1%} "
+          f"good calls {f['good_calls']:.1%} {_within(f['good_call_count'], f['actions'])} "
           f"(the request's tool {f['expected_tools']:.0%}, its values {f['expected_values']:.0%}, "
           f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.1%} "
-          f"of {f['questions']}, think tags in the answer {f['markup_in_answer']:.0%}, "
+          f"of {f['questions']} {_within(f['questions_calling_count'], f['questions'])}, think tags in the answer {f['markup_in_answer']:.0%}, "
           f"thinking as asked {f['thinking_as_asked']:.0%}, answered {f['answered']:.0%}")
     print(f"  after a result: calls again {again['calls_again']:.1%} of {again['histories']}, "
           f"answered in words {again['in_words']:.0%}")

@@ -174,6 +174,21 @@ def test_requests_to_act_become_good_calls_and_plain_questions_are_answered(answ
     assert figures["questions_calling"] <= 0.10, figures
 
 
+def test_a_share_comes_with_its_95_percent_interval():
+    """Wilson's score interval, which the script prints beside good calls and questions calling."""
+    interval = evaluate_tiny_model.interval
+    # At the edges it has a closed form: none of n lies in [0, z²/(n + z²)].
+    assert interval(0, 20) == (0.0, pytest.approx(1.96 ** 2 / (20 + 1.96 ** 2)))
+    assert interval(20, 20) == (pytest.approx(20 / (20 + 1.96 ** 2)), 1.0)
+    low, high = interval(35, 40)
+    assert low < 35 / 40 < high
+    assert interval(5, 40) == (pytest.approx(1 - high), pytest.approx(1 - low))
+    # Twelve times the draws, the same share: about a third as wide.
+    many_low, many_high = interval(35 * 12, 40 * 12)
+    assert (many_high - many_low) == pytest.approx((high - low) / 12 ** 0.5, rel=0.15)
+    assert many_low > low and many_high < high
+
+
 def test_deep_in_a_claude_code_sized_prompt_the_model_leaves_its_thinking_and_answers(engine, cases):
     """Claude Code's prompts are thousands of tokens; weights trained only on short ones never
     left their thinking there (5% answered), and Claude Code shows a reply of thinking alone as nothing."""
