@@ -178,20 +178,20 @@ def figures(answers: list[Answer], thinking: bool) -> dict:
     actions = [a for a in answers if a.case.expected_tool]
     questions = [a for a in answers if not a.case.expected_tool]
     kinds = [[b["type"] for b in a.blocks] for a in answers]
+    good_calls, questions_calling = sum(a.good_call() for a in actions), sum(bool(a.calls()) for a in questions)
     return {
         "parsed_calls": sum(bool(a.calls()) for a in actions) / len(actions),
-        "good_calls": sum(a.good_call() for a in actions) / len(actions),
+        "good_calls": good_calls / len(actions),
         "expected_calls": sum(a.expected_call() for a in actions) / len(actions),
         "expected_tools": sum(a.expected_tool() for a in actions) / len(actions),
         "expected_values": sum(a.expected_values() for a in actions) / len(actions),
-        "questions_calling": sum(bool(a.calls()) for a in questions) / len(questions),
+        "questions_calling": questions_calling / len(questions),
         "answered": sum(a.answered() for a in answers) / len(answers),
         "markup_in_answer": sum(a.markup_in_answer() for a in answers) / len(answers),
         "thinking_as_asked": sum((k[:1] == ["thinking"]) == thinking and (thinking or "thinking" not in k)
                                  for k in kinds) / len(answers),
         "actions": len(actions), "questions": len(questions),
-        "good_call_count": sum(a.good_call() for a in actions),
-        "questions_calling_count": sum(bool(a.calls()) for a in questions),
+        "good_call_count": good_calls, "questions_calling_count": questions_calling,
     }
 
 
@@ -232,7 +232,8 @@ def report(label: str, thinking: bool, answers: list[Answer], after: list[Answer
           f"good calls {f['good_calls']:.1%} {_within(f['good_call_count'], f['actions'])} "
           f"(the request's tool {f['expected_tools']:.0%}, its values {f['expected_values']:.0%}, "
           f"both {f['expected_calls']:.0%}), questions calling {f['questions_calling']:.1%} "
-          f"of {f['questions']} {_within(f['questions_calling_count'], f['questions'])}, think tags in the answer {f['markup_in_answer']:.0%}, "
+          f"of {f['questions']} {_within(f['questions_calling_count'], f['questions'])}, "
+          f"think tags in the answer {f['markup_in_answer']:.0%}, "
           f"thinking as asked {f['thinking_as_asked']:.0%}, answered {f['answered']:.0%}")
     print(f"  after a result: calls again {again['calls_again']:.1%} of {again['histories']}, "
           f"answered in words {again['in_words']:.0%}")
